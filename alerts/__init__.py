@@ -1,0 +1,1 @@
+"""Alerts: rules over readings and device status, the alert store, and notifiers."""

@@ -1,0 +1,2 @@
+"""Collectors: devices in, ``Reading`` out. Modbus polling, MQTT subscription, and the sinks
+that carry telemetry on (embedded SQLite store, InfluxDB)."""

@@ -1,0 +1,1 @@
+"""The HTTP API and web dashboard for coordinators and supply staff (FastAPI)."""

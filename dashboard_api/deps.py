@@ -1,0 +1,17 @@
+"""Shared dependencies: the running service's state, handed to the app by its factory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from eqmon.state import MonitorState
+
+
+def get_state(request: Request) -> MonitorState:
+    state: MonitorState = request.app.state.monitor
+    return state
+
+
+StateDep = Annotated[MonitorState, Depends(get_state)]

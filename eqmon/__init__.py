@@ -1,0 +1,1 @@
+"""eqmon: equipment and supply monitoring for hospitals and clinics (shared core)."""

@@ -1,0 +1,193 @@
+"""The `eqmon` command: check-config, run, simulate, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from eqmon.config import ConfigError, MqttBroker, Site, load_site
+
+EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "site.yaml"
+# The demo compresses alert delays: 60 min of excursion before an alert becomes 30 s.
+DEMO_DELAY_SCALE = 120.0
+
+log = logging.getLogger("eqmon")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("pymodbus", "apscheduler", "amqtt", "transitions", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)
+
+
+def _load(path: str) -> Site:
+    try:
+        return load_site(path)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@contextlib.asynccontextmanager
+async def _stop_signal(duration: float | None) -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGINT, SIGTERM or the end of ``duration``."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    timer = loop.call_later(duration, stop.set) if duration else None
+    try:
+        yield stop
+    finally:
+        if timer:
+            timer.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    site = _load(args.file)
+    if args.plan:
+        from collectors.modbus import plan_reads
+
+        for d in site.modbus_devices():
+            plan = plan_reads(d.registers)
+            print(f"{d.id}: {len(d.registers)} registers in {len(plan)} reads ({d.host}:{d.port} unit {d.unit_id})")
+            for req in plan:
+                print(f"  {req.describe()}")
+    print("ok")
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from eqmon.service import Service
+
+    site = _load(args.config)
+    try:
+        service = Service(site, data_dir=Path(args.data_dir))
+    except ValueError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    async with _stop_signal(args.duration) as stop:
+        await service.start()
+        print(f"eqmon running for {site.site.name}: {len(site.devices)} devices; API {service.api_url}", flush=True)
+        await stop.wait()
+        print("stopping…", flush=True)
+        await service.stop()
+    return 0
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from simulators import SimulatedSite
+
+    site = _load(args.config)
+    broker = site.mqtt
+    async with _stop_signal(args.duration) as stop:
+        sim = SimulatedSite(
+            site, mqtt_host=broker.host if broker else None, mqtt_port=broker.port if broker else None
+        )
+        await sim.start()
+        for line in sim.describe():
+            print(f"  {line}")
+        print("simulators running; Ctrl-C stops them", flush=True)
+        await stop.wait()
+        await sim.stop()
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from eqmon.service import Service
+    from simulators import SimulatedSite
+    from simulators.broker import EmbeddedBroker
+
+    site = _load(args.config)
+    data_dir = Path(args.data_dir)
+    if data_dir.exists():
+        shutil.rmtree(data_dir)  # every demo starts from nothing: no alerts left from last time
+    async with _stop_signal(args.duration) as stop:
+        broker = None
+        mqtt = site.mqtt
+        if mqtt is None and site.mqtt_devices():
+            broker = EmbeddedBroker(host="127.0.0.1", port=0)
+            await broker.start()
+            mqtt = MqttBroker(host="127.0.0.1", port=broker.port, client_id="eqmon-demo")
+        sim = SimulatedSite(site, mqtt_host=mqtt.host if mqtt else None, mqtt_port=mqtt.port if mqtt else None)
+        service = None
+        try:
+            await sim.start()
+            service = Service(site, data_dir=data_dir, mqtt=mqtt, api_port=args.port, delay_scale=DEMO_DELAY_SCALE)
+            await service.start()
+            print(f"eqmon demo — {site.site.name} ({args.config})")
+            if broker is not None:
+                print(f"  embedded MQTT broker   mqtt://127.0.0.1:{broker.port}")
+            print("  simulated devices:")
+            for line in sim.describe():
+                print(f"    {line}")
+            print(f"  telemetry store        {data_dir / 'telemetry.sqlite'}")
+            print(f"  dashboard              {service.api_url}/")
+            print(f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts")
+            for step in site.scenario:
+                print(f"  scenario: at {step.at:g} s, {step.fault} on {step.device} {dict(step.params)}")
+            print(f"  alert delays are shortened {DEMO_DELAY_SCALE:g}× for the demo (60 min → 30 s)")
+            print("Ctrl-C stops everything.", flush=True)
+            await stop.wait()
+            print("stopping…", flush=True)
+        finally:
+            if service is not None:
+                await service.stop()
+            await sim.stop()
+            if broker is not None:
+                await broker.stop()
+    print("stopped cleanly", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eqmon", description="Equipment and supply monitoring.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a site file; prints ok or every error, exit 2")
+    p.add_argument("file")
+    p.add_argument("--plan", action="store_true", help="also print each Modbus device's read plan")
+
+    p = sub.add_parser("run", help="the production service: collectors, sinks, alerts, API")
+    p.add_argument("--config", required=True)
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+
+    p = sub.add_parser("simulate", help="simulated devices of a site file, alone")
+    p.add_argument("--config", required=True)
+    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+
+    p = sub.add_parser("demo", help="everything on embedded defaults, with simulated devices")
+    p.add_argument("--config", default=str(EXAMPLE_SITE))
+    p.add_argument("--data-dir", default="data/demo")
+    p.add_argument("--port", type=int, default=None, help="API port (default: the site file's, 8080)")
+    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return cmd_check_config(args)
+    _setup_logging(args.verbose)
+    runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
+    return asyncio.run(runner(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,452 @@
+"""The site file: one YAML document describing devices, sinks, broker, alert rules and contacts.
+
+It is validated once, at start-up, by the pydantic models below. Any error stops start-up with
+``ConfigError``, whose lines read ``FILE: devices[3].registers[0].data_type: expected one of …``.
+Secrets never live in the file: it names environment variables (``token_env``, ``password_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+# ---------------------------------------------------------------------------------------------
+# Durations: "30s", "5m", "1h", "2d", "250ms" or a plain number of seconds.
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"`` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("expected a duration that is not negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    raise ValueError("expected a duration such as 30s, 5m or 1h")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+
+RegisterType = Literal["holding", "input", "coil", "discrete_input"]
+DataType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool", "string"
+]
+ByteOrder = Literal["ABCD", "DCBA", "BADC", "CDAB"]
+
+REGISTER_WORDS = {
+    "int16": 1, "uint16": 1, "bool": 1,
+    "int32": 2, "uint32": 2, "float32": 2,
+    "int64": 4, "uint64": 4, "float64": 4,
+}  # fmt: skip
+
+
+class Register(_Model):
+    """One value read from a device: where it lives and how to decode it."""
+
+    name: Identifier  # metric name, e.g. temperature_c
+    address: int = Field(ge=0, le=65535)
+    type: RegisterType = "holding"
+    data_type: DataType = "uint16"
+    order: ByteOrder = "ABCD"  # byte and word order of multi-byte values; ABCD is big-endian
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    bit: int | None = Field(default=None, ge=0, le=15)  # for data_type bool on a register
+    length: int | None = Field(default=None, ge=1, le=125)  # words, for data_type string
+    sentinels: list[int] = Field(default_factory=list)  # raw values meaning "sensor failure"
+
+    @property
+    def words(self) -> int:
+        if self.type in ("coil", "discrete_input"):
+            return 1
+        if self.data_type == "string":
+            return self.length or 1
+        return REGISTER_WORDS[self.data_type]
+
+    @model_validator(mode="after")
+    def _check(self) -> Register:
+        if self.type in ("coil", "discrete_input") and self.data_type != "bool":
+            raise ValueError(f"a {self.type} holds one bit: data_type must be bool")
+        if self.data_type == "string" and self.length is None:
+            raise ValueError("data_type string needs length (in registers)")
+        return self
+
+
+class SimulatorSpec(_Model):
+    """How `eqmon simulate` / `eqmon demo` stand in for this device."""
+
+    model: str  # e.g. medication_refrigerator, vaccine_freezer, blanket_warmer, smart_shelf
+    seed: int = 0
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+
+class _DeviceBase(_Model):
+    id: Identifier
+    name: str = ""
+    kind: Identifier  # equipment kind, e.g. medication_refrigerator; the Influx measurement
+    location: str = ""
+    simulator: SimulatorSpec | None = None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+class ModbusDevice(_DeviceBase):
+    protocol: Literal["modbus"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    interval: Duration = 10.0
+    timeout: Duration = 3.0
+    offline_after: int = Field(default=3, ge=1)  # consecutive missed polls before "offline"
+    registers: list[Register] = Field(min_length=1)
+
+
+class MqttField(_Model):
+    metric: Identifier
+    path: str = ""  # dotted path into a JSON payload; empty for a plain-number payload
+    unit: str = ""
+    scale: float = 1.0
+
+
+class MqttDevice(_DeviceBase):
+    protocol: Literal["mqtt"]
+    topic: str
+    payload: Literal["json", "number"] = "json"
+    fields: list[MqttField] = Field(min_length=1)
+    stale_after: Duration = 3600.0
+
+
+Device = Annotated[ModbusDevice | MqttDevice, Field(discriminator="protocol")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Infrastructure
+
+
+class MqttBroker(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str = "eqmon"
+    username: str | None = None
+    password_env: str | None = None
+    qos: Literal[0, 1] = 1
+    keepalive: int = Field(default=30, ge=5)
+
+
+class EmbeddedStore(_Model):
+    path: str = "telemetry.sqlite"  # relative to the data directory
+    retention: Duration = 30 * 86400.0
+
+
+class InfluxDB(_Model):
+    url: str
+    org: str
+    bucket: str
+    token_env: str = "INFLUXDB_TOKEN"
+    batch_size: int = Field(default=5000, ge=1)
+    flush_interval: Duration = 1.0
+    timeout: Duration = 10.0
+
+    def token(self) -> str:
+        return os.environ.get(self.token_env, "")
+
+
+class Telemetry(_Model):
+    embedded: EmbeddedStore | None = EmbeddedStore()
+    influxdb: InfluxDB | None = None
+
+
+class ThresholdRule(_Model):
+    """Raise when a metric stays beyond a limit for ``for``; resolve when back inside."""
+
+    id: Identifier
+    kind: Literal["threshold"]
+    metric: Identifier
+    devices: list[Identifier] = Field(default_factory=list)  # explicit device ids …
+    device_kind: Identifier | None = None  # … or every device of one kind
+    above: float | None = None
+    below: float | None = None
+    for_: Duration = Field(default=0.0, alias="for")
+    hysteresis: float = Field(default=0.0, ge=0)
+    severity: Literal["info", "warning", "critical"] = "warning"
+    action: str = ""  # what the coordinator should do, shown in the alert line
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> ThresholdRule:
+        if self.above is None and self.below is None:
+            raise ValueError("a threshold rule needs above, below or both")
+        if not self.devices and self.device_kind is None:
+            raise ValueError("a rule needs devices or device_kind")
+        return self
+
+
+AlertRule = Annotated[ThresholdRule, Field(discriminator="kind")]
+
+
+class Alerts(_Model):
+    rules: list[AlertRule] = Field(default_factory=list)
+
+
+class Contact(_Model):
+    name: str
+    role: str = "coordinator"
+    email: str | None = None
+    phone: str | None = None
+
+
+class Api(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ScenarioStep(_Model):
+    """A fault injected into a simulated device at a time after start."""
+
+    at: Duration
+    device: Identifier
+    fault: str  # drift | stuck | sentinel | fault_bit | silence | clear | … (simulators/)
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+
+class SiteInfo(_Model):
+    name: str
+    timezone: str = "UTC"
+
+
+class Site(_Model):
+    site: SiteInfo
+    devices: list[Device] = Field(min_length=1)
+    mqtt: MqttBroker | None = None
+    telemetry: Telemetry = Telemetry()
+    alerts: Alerts = Alerts()
+    contacts: list[Contact] = Field(default_factory=list)
+    api: Api = Api()
+    scenario: list[ScenarioStep] = Field(default_factory=list)
+
+    def device(self, device_id: str) -> ModbusDevice | MqttDevice:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise KeyError(device_id)
+
+    def modbus_devices(self) -> list[ModbusDevice]:
+        return [d for d in self.devices if isinstance(d, ModbusDevice)]
+
+    def mqtt_devices(self) -> list[MqttDevice]:
+        return [d for d in self.devices if isinstance(d, MqttDevice)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and error reporting
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str  # e.g. devices[3].registers[0].data_type
+    message: str
+    line: int | None = None
+
+
+class ConfigError(Exception):
+    """The site file is not usable; ``str()`` gives one line per problem."""
+
+    def __init__(self, file: str | os.PathLike[str], issues: Iterable[ConfigIssue]) -> None:
+        self.file = str(file)
+        self.issues = list(issues)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = []
+        for i in self.issues:
+            where = f"{self.file}: {i.path}" if i.path else self.file
+            line = f" (line {i.line})" if i.line else ""
+            lines.append(f"{where}: {i.message}{line}")
+        return "\n".join(lines)
+
+
+_UNION_TAGS = {"modbus", "mqtt", "threshold"}
+
+
+def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    parts: list[str] = []
+    clean: list[Any] = []
+    prev_was_index = False
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+            clean.append(item)
+            prev_was_index = True
+            continue
+        # pydantic puts the discriminator's value into the location of a tagged union member.
+        if prev_was_index and item in _UNION_TAGS:
+            prev_was_index = False
+            continue
+        if item == "for_":
+            item = "for"
+        parts.append(f".{item}" if parts else str(item))
+        clean.append(item)
+        prev_was_index = False
+    return "".join(parts), tuple(clean)
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected')}, got {err.get('input')!r}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"expected one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+    if kind == "union_tag_not_found":
+        return f"required key {ctx.get('discriminator')} is missing"
+    msg: str = err["msg"]
+    if msg.startswith("Input should be "):
+        head = msg[len("Input should be ") :].split(",")[0]
+        return f"expected {head}, got {err.get('input')!r}"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return msg[:1].lower() + msg[1:] if msg else kind
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line in the YAML source of the node at ``loc`` (or its nearest parent)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                    nxt = (k, v)
+                    break
+            if nxt is None:
+                break
+            line = nxt[0].start_mark.line + 1
+            node = nxt[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if key >= len(node.value):
+                break
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks that span several parts of the file, with the path of the offending entry."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    first_seen: dict[str, int] = {}
+    for i, d in enumerate(site.devices):
+        if d.id in first_seen:
+            problems.append(
+                (("devices", i, "id"), f"duplicate device id {d.id!r} (first at devices[{first_seen[d.id]}])")
+            )
+        else:
+            first_seen[d.id] = i
+        if isinstance(d, ModbusDevice):
+            names: dict[str, int] = {}
+            for j, r in enumerate(d.registers):
+                if r.name in names:
+                    problems.append(
+                        (("devices", i, "registers", j, "name"), f"duplicate register name {r.name!r}")
+                    )
+                names.setdefault(r.name, j)
+                if r.type in ("coil", "discrete_input"):
+                    limit = 65535
+                else:
+                    limit = 65536 - r.words
+                if r.address > limit:
+                    problems.append(
+                        (("devices", i, "registers", j, "address"), f"register runs past address 65535")
+                    )
+    kinds = {d.kind for d in site.devices}
+    rule_ids: set[str] = set()
+    for i, rule in enumerate(site.alerts.rules):
+        if rule.id in rule_ids:
+            problems.append((("alerts", "rules", i, "id"), f"duplicate rule id {rule.id!r}"))
+        rule_ids.add(rule.id)
+        for j, dev in enumerate(rule.devices):
+            if dev not in first_seen:
+                problems.append((("alerts", "rules", i, "devices", j), f"no device with id {dev!r}"))
+        if rule.device_kind is not None and rule.device_kind not in kinds:
+            problems.append(
+                (("alerts", "rules", i, "device_kind"), f"no device of kind {rule.device_kind!r}")
+            )
+    for i, step in enumerate(site.scenario):
+        if step.device not in first_seen:
+            problems.append((("scenario", i, "device"), f"no device with id {step.device!r}"))
+    if site.mqtt_devices() and site.mqtt is None:
+        pass  # allowed: `eqmon demo` embeds a broker; `eqmon run` refuses (see eqmon.service)
+    return problems
+
+
+def parse_site(text: str, file: str = "<site>") -> Site:
+    """Validate a site document; raise ConfigError naming every problem."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(file, [ConfigIssue("", f"{where}not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(file, [ConfigIssue("", "expected a mapping at the top level")])
+    try:
+        site = Site.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if err["type"] == "union_tag_invalid":  # point at the tag itself
+                loc += (str((err.get("ctx") or {}).get("discriminator", "")).strip("'"),)
+            path, clean = _format_loc(loc)
+            issues.append(ConfigIssue(path, _message(dict(err)), _line_of(root, clean)))
+        raise ConfigError(file, issues) from None
+    problems = _cross_checks(site)
+    if problems:
+        raise ConfigError(
+            file,
+            [ConfigIssue(_format_loc(loc)[0], msg, _line_of(root, loc)) for loc, msg in problems],
+        )
+    return site
+
+
+def load_site(path: str | os.PathLike[str]) -> Site:
+    """Read and validate the site file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(p, [ConfigIssue("", f"cannot read: {exc.strerror}")]) from None
+    return parse_site(text, str(p))

@@ -1,0 +1,67 @@
+"""What the running service knows now, as the API reads it: devices with their status and latest
+readings, alerts, and where history lives. Written only by the service's event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eqmon.config import ModbusDevice, Site
+from eqmon.domain import Alert, Reading
+
+if TYPE_CHECKING:
+    from alerts.engine import AlertEngine
+    from alerts.store import AlertStore
+    from collectors.embedded import EmbeddedStore
+    from collectors.health import DeviceHealth
+
+
+@dataclass
+class MonitorState:
+    site: Site
+    health: dict[str, DeviceHealth]
+    engine: AlertEngine
+    alert_store: AlertStore
+    embedded: EmbeddedStore | None
+    clock: Callable[[], float]
+    latest: dict[str, dict[str, Reading]] = field(default_factory=dict)
+    counters: dict[str, Callable[[], float]] = field(default_factory=dict)
+    started_at: float = 0.0
+
+    def record(self, readings: list[Reading]) -> None:
+        for r in readings:
+            self.latest.setdefault(r.device_id, {})[r.metric] = r
+
+    def device_view(self, device_id: str) -> dict[str, Any]:
+        d = self.site.device(device_id)
+        h = self.health[device_id].snapshot()
+        readings = self.latest.get(device_id, {})
+        return {
+            "id": d.id,
+            "name": d.display_name,
+            "kind": d.kind,
+            "location": d.location,
+            "protocol": d.protocol,
+            "address": f"{d.host}:{d.port}/{d.unit_id}" if isinstance(d, ModbusDevice) else d.topic,
+            "status": str(h.state),
+            "status_since": h.since,
+            "last_seen": h.last_success,
+            "last_error": h.last_error,
+            "consecutive_failures": h.consecutive_failures,
+            "readings": {
+                m: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(r.quality)}
+                for m, r in sorted(readings.items())
+            },
+        }
+
+    def devices_view(self) -> list[dict[str, Any]]:
+        return [self.device_view(d.id) for d in self.site.devices]
+
+    def alerts_view(self, *, include_resolved: bool = True, limit: int = 200) -> list[Alert]:
+        open_alerts = self.engine.active()
+        if not include_resolved:
+            return open_alerts
+        seen = {a.id for a in open_alerts}
+        resolved = [a for a in self.alert_store.recent(limit) if a.id not in seen]
+        return open_alerts + resolved[: max(0, limit - len(open_alerts))]

@@ -1,0 +1,98 @@
+"""Register decoding and request planning, table-driven against known bytes."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from collectors.modbus import decode_register, plan_reads, raw_value, words_to_bytes
+from eqmon.config import Register
+
+# Big-endian bytes of each value; the words a device sends follow from the byte/word order.
+CASES = [
+    ("int16", -1234, struct.pack(">h", -1234)),
+    ("uint16", 65000, struct.pack(">H", 65000)),
+    ("int32", -123456789, struct.pack(">i", -123456789)),
+    ("uint32", 4000000000, struct.pack(">I", 4000000000)),
+    ("int64", -1234567890123456789, struct.pack(">q", -1234567890123456789)),
+    ("uint64", 18000000000000000000, struct.pack(">Q", 18000000000000000000)),
+    ("float32", 1.5, struct.pack(">f", 1.5)),
+    ("float64", -273.15, struct.pack(">d", -273.15)),
+]
+
+
+def device_words(be: bytes, order: str) -> list[int]:
+    """What a device with this byte/word order puts in its registers for big-endian ``be``."""
+    words = [int.from_bytes(be[i : i + 2], "big") for i in range(0, len(be), 2)]
+    if order in ("BADC", "DCBA"):
+        words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
+    if order in ("CDAB", "DCBA"):
+        words.reverse()
+    return words
+
+
+@pytest.mark.parametrize("order", ["ABCD", "DCBA", "BADC", "CDAB"])
+@pytest.mark.parametrize(("data_type", "value", "be"), CASES)
+@pytest.mark.parametrize(("scale", "offset"), [(1.0, 0.0), (0.1, 0.0), (0.01, -40.0)])
+def test_decode_every_type_order_and_scale(
+    data_type: str, value: float, be: bytes, order: str, scale: float, offset: float
+) -> None:
+    reg = Register(name="x", address=0, data_type=data_type, order=order, scale=scale, offset=offset)  # type: ignore[arg-type]
+    words = device_words(be, order)
+    assert len(words) == reg.words
+    got = decode_register(reg, words)
+    expected = value * scale + offset if (scale, offset) != (1.0, 0.0) else value
+    if "float" in data_type:
+        assert got == pytest.approx(expected, rel=1e-6)
+    else:
+        assert got == expected
+
+
+def test_known_word_orders_of_a_float() -> None:
+    # 1.5 as float32 is 3F C0 00 00 (A B C D).
+    assert words_to_bytes([0x3FC0, 0x0000], "ABCD") == bytes.fromhex("3FC00000")
+    assert words_to_bytes([0x0000, 0x3FC0], "CDAB") == bytes.fromhex("3FC00000")
+    assert words_to_bytes([0xC03F, 0x0000], "BADC") == bytes.fromhex("3FC00000")
+    assert words_to_bytes([0x0000, 0xC03F], "DCBA") == bytes.fromhex("3FC00000")
+
+
+@pytest.mark.parametrize(("word", "bit", "expected"), [(0b1000, 3, True), (0b1000, 2, False), (0x8000, 15, True)])
+def test_bool_is_a_bit_of_a_register(word: int, bit: int, expected: bool) -> None:
+    reg = Register(name="f", address=0, data_type="bool", bit=bit)
+    assert decode_register(reg, [word]) is expected
+
+
+def test_string_register() -> None:
+    reg = Register(name="model", address=0, data_type="string", length=3)
+    assert decode_register(reg, [0x4142, 0x4344, 0x4500]) == "ABCDE"
+
+
+def test_sentinel_is_compared_on_the_raw_word() -> None:
+    assert raw_value([0x7FFF], "ABCD") == 0x7FFF
+    assert raw_value([0x0000, 0x7FFF], "CDAB") == 0x7FFF0000
+
+
+def reg(name: str, address: int, type_: str = "holding", data_type: str = "uint16") -> Register:
+    return Register(name=name, address=address, type=type_, data_type=data_type)  # type: ignore[arg-type]
+
+
+def test_plan_merges_neighbours_and_small_gaps() -> None:
+    plan = plan_reads([reg("a", 0), reg("b", 1), reg("c", 5, data_type="float32"), reg("d", 40)], max_gap=8)
+    assert [(p.address, p.count, [r.name for r in p.registers]) for p in plan] == [
+        (0, 7, ["a", "b", "c"]),
+        (40, 1, ["d"]),
+    ]
+
+
+def test_plan_keeps_tables_apart_and_respects_125_words() -> None:
+    regs = [reg(f"h{i}", i * 10) for i in range(20)] + [reg("i0", 0, "input")]
+    plan = plan_reads(regs, max_gap=10)
+    assert [(p.table, p.address, p.count) for p in plan] == [("holding", 0, 121), ("holding", 130, 61), ("input", 0, 1)]
+    assert all(p.count <= 125 for p in plan)
+
+
+def test_plan_bits_up_to_2000() -> None:
+    regs = [Register(name=f"c{i}", address=i * 100, type="coil", data_type="bool") for i in range(30)]
+    plan = plan_reads(regs, max_gap=100)
+    assert [(p.address, p.count) for p in plan] == [(0, 1901), (2000, 901)]
