@@ -70,7 +70,8 @@ def decode_register(reg: Register, words: Sequence[int]) -> float | int | bool |
         return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
     value = struct.unpack(_STRUCT[reg.data_type], words_to_bytes(words, reg.order))[0]
     if reg.scale != 1.0 or reg.offset != 0.0:
-        return value * reg.scale + reg.offset
+        # Rounded to 9 decimals so that 33 × 0.1 reads 3.3, not 3.3000000000000003.
+        return round(value * reg.scale + reg.offset, 9)
     return value
 
 

@@ -45,6 +45,8 @@ def test_decode_every_type_order_and_scale(
     expected = value * scale + offset if (scale, offset) != (1.0, 0.0) else value
     if "float" in data_type:
         assert got == pytest.approx(expected, rel=1e-6)
+    elif (scale, offset) != (1.0, 0.0):
+        assert got == pytest.approx(expected, rel=1e-12, abs=1e-9)
     else:
         assert got == expected
 
