@@ -61,7 +61,7 @@ def parse_payload(device: MqttDevice, payload: bytes, received_at: float) -> lis
         except ValueError:
             raise PayloadError("not_a_number", repr(text[:40])) from None
         f = device.fields[0]
-        return [Reading(device.id, f.metric, value * f.scale, ts, Quality.GOOD, f.unit)]
+        return [Reading(device.id, f.metric, round(value * f.scale, 9), ts, Quality.GOOD, f.unit)]
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -79,7 +79,8 @@ def parse_payload(device: MqttDevice, payload: bytes, received_at: float) -> lis
         if isinstance(value, bool) or isinstance(value, str):
             readings.append(Reading(device.id, f.metric, value, ts, Quality.GOOD, f.unit))
         elif isinstance(value, int | float):
-            readings.append(Reading(device.id, f.metric, value * f.scale if f.scale != 1.0 else value, ts, Quality.GOOD, f.unit))
+            value = round(value * f.scale, 9) if f.scale != 1.0 else value
+            readings.append(Reading(device.id, f.metric, value, ts, Quality.GOOD, f.unit))
         else:
             raise PayloadError("wrong_type", f"field {f.path!r} is {type(value).__name__}")
     return readings

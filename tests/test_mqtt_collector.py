@@ -1,0 +1,115 @@
+"""The MQTT collector: payload decoding (table-driven) and subscription through a real
+Mosquitto started by the fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collectors.health import DeviceHealth
+from collectors.mqtt import MqttCollector, PayloadError, parse_payload
+from eqmon.config import MqttBroker, MqttDevice
+from eqmon.domain import DeviceState, Reading
+
+SHELF = MqttDevice.model_validate(
+    {
+        "id": "shelf-gloves", "kind": "smart_shelf", "protocol": "mqtt",
+        "topic": "t/shelf-gloves/state",
+        "fields": [{"metric": "weight_g", "path": "weight_g", "unit": "g"},
+                   {"metric": "count", "path": "count"},
+                   {"metric": "battery_v", "path": "power.battery_mv", "scale": 0.001}],
+    }  # fmt: skip
+)
+
+
+def test_json_payload_with_nested_path_scale_and_timestamp() -> None:
+    payload = json.dumps({"ts": 1700000000.5, "weight_g": 2650.4, "count": 400, "power": {"battery_mv": 3300}})
+    readings = parse_payload(SHELF, payload.encode(), received_at=1.0)
+    assert [(r.metric, r.value, r.ts, r.unit) for r in readings] == [
+        ("weight_g", 2650.4, 1700000000.5, "g"),
+        ("count", 400, 1700000000.5, ""),
+        ("battery_v", 3.3, 1700000000.5, ""),
+    ]
+
+
+def test_payload_without_timestamp_uses_the_receive_time() -> None:
+    payload = json.dumps({"weight_g": 1, "count": 2, "power": {"battery_mv": 3000}})
+    assert {r.ts for r in parse_payload(SHELF, payload.encode(), received_at=42.0)} == {42.0}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "wrong_type"),
+        (b'{"weight_g": 1, "count": 2}', "missing_field"),
+        (b'{"weight_g": [1], "count": 2, "power": {"battery_mv": 1}}', "wrong_type"),
+        (b'{"ts": "yesterday", "weight_g": 1, "count": 2, "power": {"battery_mv": 1}}', "wrong_type"),
+        (b"\xff\xfe", "not_utf8"),
+        (b"x" * 70000, "oversized"),
+    ],
+)
+def test_bad_payloads_name_their_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError) as exc:
+        parse_payload(SHELF, payload, received_at=0.0)
+    assert exc.value.reason == reason
+
+
+def publisher(port: int) -> paho.Client:
+    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="test-pub")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+@pytest.mark.integration
+def test_collector_receives_counts_bad_payloads_and_survives_a_broker_restart(mosquitto) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        got: list[Reading] = []
+        events = []
+        health = {SHELF.id: DeviceHealth(SHELF.id, stale_after=60, emit=events.append)}
+        broker = MqttBroker(host="127.0.0.1", port=mosquitto.port, client_id="eqmon-test-1")
+        col = MqttCollector(broker, [SHELF], health.__getitem__, got.extend, clock=time.time)
+        await col.start()
+        pub = publisher(mosquitto.port)
+        try:
+            async def wait_for(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+                deadline = time.monotonic() + timeout
+                while not pred():
+                    assert time.monotonic() < deadline, "timed out"
+                    await asyncio.sleep(0.05)
+
+            await wait_for(lambda: col.connected)
+            await asyncio.sleep(0.3)  # subscription settles
+            good = {"weight_g": 10.0, "count": 1, "power": {"battery_mv": 3000}}
+            pub.publish(SHELF.topic, b"{broken", qos=1).wait_for_publish(5)
+            pub.publish(SHELF.topic, b"{broken again", qos=1).wait_for_publish(5)
+            pub.publish(SHELF.topic, json.dumps(good), qos=1).wait_for_publish(5)
+            pub.publish("t/unknown/state", b"{}", qos=1).wait_for_publish(5)
+            await wait_for(lambda: len(got) == 3)
+            assert dict(col.bad_payloads) == {"invalid_json": 2}
+            assert health[SHELF.id].state == DeviceState.ONLINE
+
+            pub.loop_stop()
+            pub.disconnect()
+            mosquitto.restart()
+            await wait_for(lambda: not col.connected, 5)
+            await wait_for(lambda: col.connected, 40)
+            pub2 = publisher(mosquitto.port)
+            try:
+                await asyncio.sleep(0.3)
+                pub2.publish(SHELF.topic, json.dumps({**good, "count": 2}), qos=1).wait_for_publish(5)
+                await wait_for(lambda: len(got) == 6)
+            finally:
+                pub2.loop_stop()
+                pub2.disconnect()
+            assert [r.value for r in got if r.metric == "count"] == [1, 2]
+        finally:
+            await col.stop()
+
+    asyncio.run(main())
