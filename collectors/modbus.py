@@ -212,7 +212,7 @@ class ModbusPoller:
         except CollectorError as exc:
             self.health.failure(self._clock(), str(exc))
             raise
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self.health.failure(self._clock(), f"{type(exc).__name__}: {exc}")
             raise CollectorError(str(exc)) from exc
         self.health.success(self._clock())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -33,7 +33,7 @@ class PollScheduler:
         self._pollers = list(pollers)
         self._on_readings = on_readings
         self._rng = rng or random.Random()
-        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
         self.polls = 0
         self.failures = 0
 
@@ -47,7 +47,7 @@ class PollScheduler:
         self._on_readings(readings)
 
     def start(self) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for p in self._pollers:
             interval = p.device.interval
             first = now + timedelta(seconds=self._rng.uniform(0, interval))

@@ -388,7 +388,7 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
                     limit = 65536 - r.words
                 if r.address > limit:
                     problems.append(
-                        (("devices", i, "registers", j, "address"), f"register runs past address 65535")
+                        (("devices", i, "registers", j, "address"), "register runs past address 65535")
                     )
     kinds = {d.kind for d in site.devices}
     rule_ids: set[str] = set()
