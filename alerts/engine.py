@@ -196,14 +196,14 @@ class AlertEngine:
             value=value,
         )
         self._active[key] = alert
-        log.warning("ALERT %s", msg)
+        log.debug("raised %s", msg)
         self._emit(alert)
 
     def _resolve(self, key: tuple[str, str], ts: float) -> None:
         alert = self._active.pop(key)
         alert.state = AlertState.RESOLVED
         alert.resolved_at = ts
-        log.info("resolved after %s: %s", _fmt_duration(ts - alert.started_at), alert.message)
+        log.debug("resolved after %s: %s", _fmt_duration(ts - alert.started_at), alert.message)
         self._emit(alert)
 
     def _emit(self, alert: Alert) -> None:

@@ -111,6 +111,7 @@ class MqttCollector:
         self.bad_payloads: Counter[str] = Counter()
         self.messages = 0
         self.connected = False
+        self._stopping = False
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=broker.client_id,
@@ -131,6 +132,7 @@ class MqttCollector:
         self._client.loop_start()
 
     async def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 
@@ -146,7 +148,7 @@ class MqttCollector:
             client.subscribe([(t, self.broker.qos) for t in self._by_topic])
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        if self.connected:
+        if self.connected and not self._stopping:
             log.warning("lost the MQTT broker %s:%s (%s); reconnecting", self.broker.host, self.broker.port, rc)
         self.connected = False
 

@@ -1,0 +1,107 @@
+"""The README's demo, as a newcomer runs it: `eqmon demo` in its own process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.servers import free_port
+from tests.sitefiles import example_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def get(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=3) as r:
+        return json.load(r)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # SO_REUSEADDR: closed connections in TIME_WAIT do not count, a listener would.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def start_demo(tmp_path: Path, api_port: int, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "eqmon.cli", "demo", "--port", str(api_port), "--data-dir", str(tmp_path / "data"), *extra],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -> None:
+    api_port = free_port()
+    modbus_ports = [d["port"] for d in example_dict()["devices"] if d["protocol"] == "modbus"]
+    started = time.monotonic()
+    proc = start_demo(tmp_path, api_port, "--duration", "70")
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        devices: list[dict] = []  # type: ignore[type-arg]
+        while time.monotonic() - started < 30:
+            try:
+                devices = get(f"{base}/api/v1/devices")  # type: ignore[assignment]
+            except OSError:
+                devices = []
+            if len(devices) == 7 and all(d["status"] == "online" and d["readings"] for d in devices):
+                break
+            time.sleep(0.5)
+        assert len(devices) == 7, devices
+        assert all(d["status"] == "online" and d["readings"] for d in devices), devices
+
+        alerts: list[dict] = []  # type: ignore[type-arg]
+        while time.monotonic() - started < 90 and not alerts:
+            alerts = [a for a in get(f"{base}/api/v1/alerts") if a["device_id"] == "fridge-1"]  # type: ignore[union-attr]
+            time.sleep(1)
+        assert alerts, "no fridge excursion alert within 90 s"
+        assert alerts[0]["rule_id"] == "fridge-too-warm" and alerts[0]["severity"] == "critical"
+        assert "above 8 °C" in alerts[0]["message"]
+
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert "dashboard" in out and "stopped cleanly" in out
+    assert "Traceback" not in out, out
+    # Nothing is left listening.
+    assert all(port_free(p) for p in [api_port, *modbus_ports])
+
+
+@pytest.mark.integration
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    api_port = free_port()
+    proc = start_demo(tmp_path, api_port)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if get(f"http://127.0.0.1:{api_port}/healthz"):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "demo API never came up"
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert "stopped cleanly" in out and "Traceback" not in out, out
+    assert (tmp_path / "data" / "telemetry.sqlite").exists()
