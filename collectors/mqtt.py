@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -98,7 +98,7 @@ class MqttCollector:
         broker: MqttBroker,
         devices: Sequence[MqttDevice],
         health: Callable[[str], DeviceHealth],
-        on_readings: Callable[[list[Reading]], None],
+        on_readings: Callable[[list[Reading]], Awaitable[None]],
         *,
         clock: Callable[[], float],
     ) -> None:
@@ -112,6 +112,7 @@ class MqttCollector:
         self.messages = 0
         self.connected = False
         self._stopping = False
+        self._tasks: set[asyncio.Future[None]] = set()
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=broker.client_id,
@@ -169,7 +170,9 @@ class MqttCollector:
     def _deliver(self, device_id: str, readings: list[Reading], received: float) -> None:
         self.messages += 1
         self._health[device_id].success(received)
-        self._on_readings(readings)
+        task = asyncio.ensure_future(self._on_readings(readings))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _count_bad(self, reason: str, detail: str) -> None:
         self.bad_payloads[reason] += 1

@@ -7,9 +7,10 @@ its own job, so one slow or dead device never delays another.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -26,7 +27,7 @@ class PollScheduler:
     def __init__(
         self,
         pollers: Sequence[ModbusPoller],
-        on_readings: Callable[[list[Reading]], None],
+        on_readings: Callable[[list[Reading]], Awaitable[None]],
         *,
         rng: random.Random | None = None,
     ) -> None:
@@ -36,15 +37,25 @@ class PollScheduler:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self.polls = 0
         self.failures = 0
+        self._stopping = False
+        self._running: set[asyncio.Task[object]] = set()
 
     async def _poll(self, poller: ModbusPoller) -> None:
-        self.polls += 1
-        try:
-            readings = await poller.poll()
-        except CollectorError:
-            self.failures += 1  # DeviceHealth has logged the change of state, once
+        if self._stopping:
             return
-        self._on_readings(readings)
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            self.polls += 1
+            try:
+                readings = await poller.poll()
+            except CollectorError:
+                self.failures += 1  # DeviceHealth has logged the change of state, once
+                return
+            await self._on_readings(readings)
+        finally:
+            self._running.discard(task)
 
     def start(self) -> None:
         now = datetime.now(UTC)
@@ -64,6 +75,10 @@ class PollScheduler:
             )
         self._scheduler.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop scheduling, then let polls under way finish and hand their readings on."""
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=30)

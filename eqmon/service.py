@@ -1,7 +1,7 @@
 """Service wiring: builds collectors, sinks, the alert engine and the API from a validated site,
 and runs them on one asyncio loop.
 
-Data flows one way: devices → collectors → ``on_readings`` → sinks, latest values and the alert
+Data flows one way: devices → collectors → ``accept`` → sinks, latest values and the alert
 engine; device status → ``on_status`` → alert engine; alerts → store and notifiers → API.
 """
 
@@ -93,14 +93,14 @@ class Service:
             )
 
         self.modbus = ModbusCollector(site.modbus_devices(), self.health.__getitem__, clock=clock)
-        self.scheduler = PollScheduler(self.modbus.pollers, self.on_readings)
+        self.scheduler = PollScheduler(self.modbus.pollers, self.accept)
         self.mqtt = None
         if site.mqtt_devices():
             from collectors.mqtt import MqttCollector
 
             assert self.mqtt_broker is not None
             self.mqtt = MqttCollector(
-                self.mqtt_broker, site.mqtt_devices(), self.health.__getitem__, self.on_readings, clock=clock
+                self.mqtt_broker, site.mqtt_devices(), self.health.__getitem__, self.accept, clock=clock
             )
 
         self.state = MonitorState(
@@ -127,7 +127,9 @@ class Service:
 
     # -- data flow --------------------------------------------------------------------------
 
-    def on_readings(self, readings: list[Reading]) -> None:
+    async def accept(self, readings: list[Reading]) -> None:
+        """Take readings from a collector. When this returns, they are handed on (the contract
+        that lets the MQTT collector acknowledge a message only after this)."""
         self.readings_in += len(readings)
         self.state.record(readings)
         for s in self.sinks:
@@ -178,7 +180,7 @@ class Service:
         return f"http://{self.site.api.host}:{port}"
 
     async def stop(self) -> None:
-        self.scheduler.stop()
+        await self.scheduler.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()
         if self._housekeeping is not None:

@@ -74,7 +74,11 @@ def test_collector_receives_counts_bad_payloads_and_survives_a_broker_restart(mo
         events = []
         health = {SHELF.id: DeviceHealth(SHELF.id, stale_after=60, emit=events.append)}
         broker = MqttBroker(host="127.0.0.1", port=mosquitto.port, client_id="eqmon-test-1")
-        col = MqttCollector(broker, [SHELF], health.__getitem__, got.extend, clock=time.time)
+
+        async def accept(readings: list[Reading]) -> None:
+            got.extend(readings)
+
+        col = MqttCollector(broker, [SHELF], health.__getitem__, accept, clock=time.time)
         await col.start()
         pub = publisher(mosquitto.port)
         try:
