@@ -32,14 +32,16 @@ from .models import (
     ThermalModel,
     protocol_fault,
 )
-from .shelves import ShelfModel, ShelfPublisher, check_shelf_fault
+from .sensors import SENSOR_KINDS, SensorModel
+from .shelves import LINK_FAULTS, DevicePublisher, ShelfModel, ShelfPublisher, check_link_fault
 
 __all__ = ["SimulatedSite", "MODEL_NAMES"]
 
 log = logging.getLogger(__name__)
 
 SHELF_MODEL = "smart_shelf"
-MODEL_NAMES = tuple(sorted(EQUIPMENT_MODELS)) + (SHELF_MODEL,)
+MQTT_MODELS = (SHELF_MODEL, *sorted(SENSOR_KINDS))
+MODEL_NAMES = tuple(sorted(EQUIPMENT_MODELS)) + MQTT_MODELS
 EQUIPMENT_FAULTS = MODEL_FAULTS + PROTOCOL_FAULTS
 
 
@@ -122,23 +124,29 @@ class SimulatedSite:
                 model.write(bank)
                 self._modbus[dev.id] = _ModbusSim(dev, model, bank, key)
             else:
-                if spec.model != SHELF_MODEL:
+                if spec.model not in MQTT_MODELS:
                     raise ValueError(
                         f"{dev.id}: unknown simulator model {spec.model!r} for an MQTT device; "
-                        f"expected {SHELF_MODEL!r}"
+                        f"expected one of {list(MQTT_MODELS)}"
                     )
+                if dev.topic is None or "{" in dev.topic or "+" in dev.topic or "#" in dev.topic:
+                    raise ValueError(f"{dev.id}: a simulated MQTT device needs a plain topic of its own")
+                mqtt_model: ShelfModel | SensorModel
                 try:
-                    model = ShelfModel(rng, params)
+                    if spec.model == SHELF_MODEL:
+                        mqtt_model = ShelfModel(rng, params)
+                    else:
+                        mqtt_model = SensorModel(spec.model, rng, params)
                 except ValueError as exc:
                     raise ValueError(f"{dev.id}: {exc}") from None
                 if self.mqtt_host is None:
                     # No broker to publish to: Modbus devices still run, shelves are left out.
                     self._no_broker.append(dev.id)
                     continue
-                pub = ShelfPublisher(
+                pub = DevicePublisher(
                     dev.id,
                     dev.topic,
-                    model,
+                    mqtt_model,
                     host=self.mqtt_host,
                     port=self.mqtt_port,
                     speed=self.speed,
@@ -246,8 +254,15 @@ class SimulatedSite:
                     f"{device_id}: unknown fault {fault!r}; expected one of {EQUIPMENT_FAULTS}"
                 )
         elif device_id in self._shelves or device_id in self._no_broker:
+            spec = self.site.device(device_id).simulator
+            assert spec is not None
             try:
-                check_shelf_fault(fault, params)
+                if fault in LINK_FAULTS:
+                    check_link_fault(fault, params)
+                elif spec.model == SHELF_MODEL:
+                    ShelfModel(random.Random(0), dict(spec.params)).inject(fault, params)
+                else:
+                    SensorModel(spec.model, random.Random(0), dict(spec.params)).inject(fault, params)
             except ValueError as exc:
                 raise ValueError(f"{device_id}: {exc}") from None
         else:
@@ -266,7 +281,8 @@ class SimulatedSite:
         """Apply a fault to a simulated device now.
 
         Equipment: drift, stuck, sentinel, fault_bit, exception, slow, silence, reset, wrong_tid,
-        clear. Shelves: malformed, silence, restock, take, set_count, clear.
+        clear. MQTT devices: malformed, silence, duplicate, out_of_order, burst, lastwill, clear;
+        shelves also restock, take, set_count; sensors also drift, stuck.
         KeyError for an unknown or unsimulated device, ValueError for a bad fault or params.
         """
         params = dict(params or {})
@@ -299,8 +315,9 @@ class SimulatedSite:
         """One line per simulated device."""
         lines = []
         width = max((len(d) for d in [*self._modbus, *self._shelves, *self._no_broker]), default=0)
-        shelves = bool(self._shelves or self._no_broker)
-        kinds = [s.model.kind for s in self._modbus.values()] + [SHELF_MODEL] * shelves
+        mqtt_kinds = [d.simulator.model for d in self.site.devices
+                      if d.simulator and (d.id in self._shelves or d.id in self._no_broker)]  # fmt: skip
+        kinds = [s.model.kind for s in self._modbus.values()] + mqtt_kinds
         kw = max((len(k) for k in kinds), default=0)
         for dev in self.site.devices:
             if dev.id in self._modbus:
@@ -313,14 +330,16 @@ class SimulatedSite:
                 faults = sim.model.active_faults + sim.bank.faults.active
             elif dev.id in self._shelves:
                 pub = self._shelves[dev.id].publisher
+                model_name = dev.simulator.model if dev.simulator else SHELF_MODEL
                 line = (
-                    f"{dev.id:<{width}}  {SHELF_MODEL:<{kw}}  mqtt {self.mqtt_host}:{self.mqtt_port} "
+                    f"{dev.id:<{width}}  {model_name:<{kw}}  mqtt {self.mqtt_host}:{self.mqtt_port} "
                     f"topic {dev.topic}"
                 )
                 faults = pub.active_faults
             elif dev.id in self._no_broker:
+                model_name = dev.simulator.model if dev.simulator else SHELF_MODEL
                 lines.append(
-                    f"{dev.id:<{width}}  {SHELF_MODEL:<{kw}}  not simulated: no MQTT broker given"
+                    f"{dev.id:<{width}}  {model_name:<{kw}}  not simulated: no MQTT broker given"
                 )
                 continue
             else:
@@ -337,12 +356,12 @@ class SimulatedSite:
     def bank(self, device_id: str) -> RegisterBank:
         return self._modbus[device_id].bank
 
-    def model(self, device_id: str) -> ThermalModel | ShelfModel:
+    def model(self, device_id: str) -> ThermalModel | ShelfModel | SensorModel:
         if device_id in self._modbus:
             return self._modbus[device_id].model
         return self._shelves[device_id].publisher.model
 
-    def shelf(self, device_id: str) -> ShelfPublisher:
+    def shelf(self, device_id: str) -> DevicePublisher:
         return self._shelves[device_id].publisher
 
     def server_port(self, device_id: str) -> int | None:

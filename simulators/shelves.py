@@ -32,7 +32,12 @@ from .mqtt_wire import MqttPublisher, Will
 
 log = logging.getLogger(__name__)
 
-SHELF_FAULTS = ("malformed", "silence", "clear", "restock", "take", "set_count")
+# Faults of the MQTT link, for every MQTT device: a truncated (invalid JSON) payload, silence
+# (drop-out), every message sent twice, timestamps out of order, a burst of `factor` × the
+# normal rate, and a dropped connection that makes the broker publish the last will (offline).
+LINK_FAULTS = ("malformed", "silence", "duplicate", "out_of_order", "burst", "lastwill", "clear")
+SHELF_MODEL_FAULTS = ("restock", "take", "set_count")
+SHELF_FAULTS = LINK_FAULTS + SHELF_MODEL_FAULTS
 
 # param name → (type, default); None default = required
 _PARAMS: dict[str, tuple[type, Any]] = {
@@ -181,6 +186,21 @@ class ShelfModel:
         a = self.p["smoothing"]
         self.smoothed = a * self.raw + (1.0 - a) * self.smoothed
 
+    def doc(self) -> dict[str, Any]:
+        return {"weight_g": self.weight_g, "count": self.count, "item": self.item}
+
+    def change_key(self) -> Any:
+        return self.count
+
+    def inject(self, fault: str, params: dict[str, Any]) -> None:
+        check_shelf_fault(fault, params)
+        if fault == "restock":
+            self.restock(params.get("count"))
+        elif fault == "take":
+            self.take(params["count"])
+        elif fault == "set_count":
+            self.restock(params["count"])
+
     def _poisson(self, lam: float) -> int:
         if lam <= 0:
             return 0
@@ -193,10 +213,18 @@ class ShelfModel:
         return k
 
 
+def check_link_fault(fault: str, params: dict[str, Any]) -> None:
+    if fault == "burst":
+        f = params.get("factor", 10)
+        if isinstance(f, bool) or not isinstance(f, int | float) or f < 1:
+            raise ValueError(f"burst needs factor >= 1, got {f!r}")
+
+
 def check_shelf_fault(fault: str, params: dict[str, Any]) -> None:
     """ValueError unless ``fault`` with ``params`` is a valid smart shelf fault."""
     if fault not in SHELF_FAULTS:
         raise ValueError(f"unknown smart_shelf fault {fault!r}; expected one of {SHELF_FAULTS}")
+    check_link_fault(fault, params)
     if fault in ("restock", "take", "set_count"):
         n = params.get("count")
         if n is None and fault == "restock":
@@ -209,8 +237,9 @@ def status_topic(device_id: str) -> str:
     return f"eqmon/status/{device_id}"
 
 
-class ShelfPublisher:
-    """Runs one shelf: advances its model and publishes over its own MQTT connection."""
+class DevicePublisher:
+    """Runs one MQTT device (a shelf or a sensor): advances its model and publishes its JSON
+    over its own MQTT connection, on change (once held ``hold_s``) and as a heartbeat."""
 
     def __init__(
         self,
@@ -243,6 +272,10 @@ class ShelfPublisher:
         )
         self.malformed = False
         self.silent = False
+        self.duplicate = False
+        self.out_of_order = False
+        self.burst = 1
+        self.lastwill = False
         self.published = 0
         self._task: asyncio.Task[None] | None = None
         self._t0 = 0.0
@@ -261,32 +294,42 @@ class ShelfPublisher:
 
     def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
         params = dict(params or {})
-        check_shelf_fault(fault, params)
+        if fault not in LINK_FAULTS:
+            self.model.inject(fault, params)  # the model's own faults; ValueError if unknown
+            return
+        check_link_fault(fault, params)
         if fault == "malformed":
             self.malformed = True
         elif fault == "silence":
             self.silent = True
+        elif fault == "duplicate":
+            self.duplicate = True
+        elif fault == "out_of_order":
+            self.out_of_order = True
+        elif fault == "burst":
+            self.burst = int(params.get("factor", 10))
+        elif fault == "lastwill":
+            self.lastwill = True
+            self.silent = True
+            self.client.drop_connection()  # no DISCONNECT: the broker publishes the will
         elif fault == "clear":
-            self.malformed = False
-            self.silent = False
-        elif fault == "restock":
-            self.model.restock(params.get("count"))
-        elif fault == "take":
-            self.model.take(params["count"])
-        elif fault == "set_count":
-            self.model.restock(params["count"])
+            if self.lastwill and self.client.connected:
+                self.client.publish(status_topic(self.device_id), b"online", qos=1, retain=True)
+            self.malformed = self.silent = self.duplicate = self.out_of_order = self.lastwill = False
+            self.burst = 1
+            self.model.inject("clear", params)
 
     @property
     def active_faults(self) -> list[str]:
-        return [n for n, on in (("malformed", self.malformed), ("silence", self.silent)) if on]
+        flags = (("malformed", self.malformed), ("silence", self.silent), ("duplicate", self.duplicate),
+                 ("out_of_order", self.out_of_order), ("burst", self.burst > 1), ("lastwill", self.lastwill))  # fmt: skip
+        return [n for n, on in flags if on]
 
-    def payload(self) -> bytes:
-        doc = {
-            "ts": round(self.wall(), 3),
-            "weight_g": self.model.weight_g,
-            "count": self.model.count,
-            "item": self.model.item,
-        }
+    def payload(self, ts: float | None = None) -> bytes:
+        ts = self.wall() if ts is None else ts
+        if self.out_of_order:
+            ts -= self.model.rng.uniform(1.0, 120.0)  # an older measurement arriving late
+        doc = {"ts": round(ts, 3), **self.model.doc()}
         text = json.dumps(doc)
         if self.malformed:
             text = text[: len(text) // 2]  # a truncated frame: not valid JSON
@@ -311,12 +354,19 @@ class ShelfPublisher:
 
     def _publish(self, now: float) -> None:
         self._last_pub = now
-        self._last_count = self.model.count
+        self._last_count = self.model.change_key()
         self._pending = None
         if self.silent:
             return
-        self.client.publish(self.topic, self.payload(), qos=self.qos)
-        self.published += 1
+        wall = self.wall()
+        for i in range(self.burst):
+            # A burst: `burst` distinct measurements (1 ms apart) instead of one.
+            payload = self.payload(wall - i * 0.001)
+            self.client.publish(self.topic, payload, qos=self.qos)
+            self.published += 1
+            if self.duplicate:
+                self.client.publish(self.topic, payload, qos=self.qos)
+                self.published += 1
 
     def tick(self, now: float) -> None:
         """Advance the model and publish if due; ``now`` is the real clock."""
@@ -327,7 +377,7 @@ class ShelfPublisher:
             if now - self._t0 >= p["first_publish_s"]:
                 self._publish(now)
             return
-        count = self.model.count
+        count = self.model.change_key()
         if count != self._last_count:
             if self._pending is None or self._pending[0] != count:
                 self._pending = (count, now)
@@ -346,3 +396,6 @@ class ShelfPublisher:
             except Exception:  # a model bug must not kill the simulator silently
                 log.exception("shelf %s: tick failed", self.device_id)
             await asyncio.sleep(self.tick_s)
+
+
+ShelfPublisher = DevicePublisher  # the name the shelves were first published under

@@ -29,7 +29,7 @@ SHELF = MqttDevice.model_validate(
 
 def test_json_payload_with_nested_path_scale_and_timestamp() -> None:
     payload = json.dumps({"ts": 1700000000.5, "weight_g": 2650.4, "count": 400, "power": {"battery_mv": 3300}})
-    readings = parse_payload(SHELF, payload.encode(), received_at=1.0)
+    readings = parse_payload(SHELF, SHELF.id, payload.encode(), received_at=1.0)
     assert [(r.metric, r.value, r.ts, r.unit) for r in readings] == [
         ("weight_g", 2650.4, 1700000000.5, "g"),
         ("count", 400, 1700000000.5, ""),
@@ -39,7 +39,7 @@ def test_json_payload_with_nested_path_scale_and_timestamp() -> None:
 
 def test_payload_without_timestamp_uses_the_receive_time() -> None:
     payload = json.dumps({"weight_g": 1, "count": 2, "power": {"battery_mv": 3000}})
-    assert {r.ts for r in parse_payload(SHELF, payload.encode(), received_at=42.0)} == {42.0}
+    assert {r.ts for r in parse_payload(SHELF, SHELF.id, payload.encode(), received_at=42.0)} == {42.0}
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_payload_without_timestamp_uses_the_receive_time() -> None:
 )
 def test_bad_payloads_name_their_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(PayloadError) as exc:
-        parse_payload(SHELF, payload, received_at=0.0)
+        parse_payload(SHELF, SHELF.id, payload, received_at=0.0)
     assert exc.value.reason == reason
 
 
