@@ -331,6 +331,8 @@ class MqttCollector:
         self.accept_failures = 0
         self.connected = False
         self.connects = 0
+        self.refusals = 0  # CONNACKs refusing us (bad credentials, not authorised …)
+        self._failures = 0  # consecutive connection failures, for the backoff
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._sock: Any = None
@@ -529,8 +531,11 @@ class MqttCollector:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
-            log.error("MQTT broker %s:%s refused the connection: %s", self.broker.host, self.broker.port, rc)
+            self.refusals += 1
+            if self.refusals == 1:
+                log.error("MQTT broker %s:%s refused the connection: %s", self.broker.host, self.broker.port, rc)
             return
+        self._failures = 0
         self.connected = True
         self.connects += 1
         self._generation += 1
@@ -555,7 +560,8 @@ class MqttCollector:
             return
         if was:
             log.warning("lost the MQTT broker %s:%s (%s); reconnecting", self.broker.host, self.broker.port, rc)
-        self._schedule_connect(1.0)
+        self._failures += 1
+        self._schedule_connect(min(2.0 ** (self._failures - 1), self.broker.reconnect_max) * random.uniform(0.8, 1.0))
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -282,10 +282,13 @@ class MosquittoServer(ServerProcess):
     autosave_interval = 1
 
     def __init__(self, *, port: int | None = None, tmpdir: str | Path | None = None,
-                 shared: bool = False, extra_config: Iterable[str] = ()):
+                 shared: bool = False, extra_config: Iterable[str] = (),
+                 users: dict[str, str] | None = None):
+        """``users`` (name → password): clients must log in; no anonymous access."""
         super().__init__(port=port, tmpdir=tmpdir, shared=shared)
         self.conf_path = self.tmpdir / "mosquitto.conf"
         self.extra_config = list(extra_config)
+        self.users = dict(users or {})
 
     @property
     def url(self) -> str:
@@ -297,9 +300,15 @@ class MosquittoServer(ServerProcess):
                 f"mosquitto binary {MOSQUITTO_BIN} not found; run scripts/bootstrap "
                 "(apt-get install mosquitto)"
             )
+        auth = ["allow_anonymous true"]
+        if self.users:
+            pwfile = self.tmpdir / "passwords"
+            pwfile.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
+            subprocess.run(["mosquitto_passwd", "-U", str(pwfile)], check=True, capture_output=True)
+            auth = ["allow_anonymous false", f"password_file {pwfile}"]
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *auth,
             "persistence true",
             f"persistence_location {self.tmpdir}/",
             "persistence_file mosquitto.db",
