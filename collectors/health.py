@@ -28,7 +28,9 @@ class HealthSnapshot:
 
 class DeviceHealth:
     """Availability of one device: online after a success; degraded after a failure; offline
-    after ``offline_after`` consecutive failures; stale when nothing arrived for ``stale_after``."""
+    after ``offline_after`` consecutive failures (at once when a gateway says the device is
+    unreachable); misconfigured when the device rejects the request itself; stale when nothing
+    arrived for ``stale_after``."""
 
     def __init__(
         self,
@@ -59,8 +61,22 @@ class DeviceHealth:
         self.consecutive_failures += 1
         if self.consecutive_failures >= self.offline_after:
             self._set(DeviceState.OFFLINE, ts, error)
-        elif self.state != DeviceState.OFFLINE:
+        elif self.state not in (DeviceState.OFFLINE, DeviceState.MISCONFIGURED):
             self._set(DeviceState.DEGRADED, ts, error)
+
+    def unreachable(self, ts: float, error: str) -> None:
+        """A failure that means the device cannot be reached at all (a gateway's 0x0A/0x0B):
+        offline at once, without waiting for ``offline_after`` missed polls."""
+        self.last_error, self.last_error_at = error, ts
+        self.consecutive_failures += 1
+        self._set(DeviceState.OFFLINE, ts, error)
+
+    def misconfigured(self, ts: float, error: str) -> None:
+        """The device rejects what we ask of it (Modbus 0x01/0x02/0x03): a site-file problem,
+        not an outage. Logged once, like every change of state."""
+        self.last_error, self.last_error_at = error, ts
+        self.consecutive_failures += 1
+        self._set(DeviceState.MISCONFIGURED, ts, error)
 
     def reported(self, ts: float, state: DeviceState, reason: str = "") -> None:
         """The device told us its state itself (an MQTT status topic or last will)."""

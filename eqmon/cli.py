@@ -63,13 +63,10 @@ async def _stop_signal(duration: float | None) -> AsyncIterator[asyncio.Event]:
 def cmd_check_config(args: argparse.Namespace) -> int:
     site = _load(args.file)
     if args.plan:
-        from collectors.modbus import plan_reads
+        from collectors.modbus import describe_plan
 
         for d in site.modbus_devices():
-            plan = plan_reads(d.registers)
-            print(f"{d.id}: {len(d.registers)} registers in {len(plan)} reads ({d.host}:{d.port} unit {d.unit_id})")
-            for req in plan:
-                print(f"  {req.describe()}")
+            print("\n".join(describe_plan(d)))
     print("ok")
     return 0
 
@@ -102,10 +99,19 @@ async def _simulate(args: argparse.Namespace) -> int:
             site, mqtt_host=broker.host if broker else None, mqtt_port=broker.port if broker else None
         )
         await sim.start()
+        control = None
+        if args.control_port is not None:
+            from simulators.control import ControlServer
+
+            control = ControlServer(sim)
+            port = await control.start(args.control_host, args.control_port)
+            print(f"  fault control          http://{args.control_host}:{port}/devices  POST /faults", flush=True)
         for line in sim.describe():
             print(f"  {line}")
         print("simulators running; Ctrl-C stops them", flush=True)
         await stop.wait()
+        if control is not None:
+            await control.stop()
         await sim.stop()
     return 0
 
@@ -173,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("simulate", help="simulated devices of a site file, alone")
     p.add_argument("--config", required=True)
+    p.add_argument(
+        "--control-port", type=int, default=None,
+        help="serve the fault-injection endpoint (GET /devices, POST /faults) on this port (0: any free one)",
+    )
+    p.add_argument("--control-host", default="127.0.0.1")
     p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
 
     p = sub.add_parser("demo", help="everything on embedded defaults, with simulated devices")

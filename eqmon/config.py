@@ -77,6 +77,11 @@ class Register(_Model):
     bit: int | None = Field(default=None, ge=0, le=15)  # for data_type bool on a register
     length: int | None = Field(default=None, ge=1, le=125)  # words, for data_type string
     sentinels: list[int] = Field(default_factory=list)  # raw values meaning "sensor failure"
+    # Status and fault codes. ``enum``: raw integer value → state name; the reading's value is
+    # the name (an unlisted value reads "unknown_<n>"). ``bits``: bit number → metric name; each
+    # becomes a reading of its own (true/false), besides the register's own reading.
+    enum: dict[int, Identifier] = Field(default_factory=dict)
+    bits: dict[int, Identifier] = Field(default_factory=dict)
 
     @property
     def words(self) -> int:
@@ -92,7 +97,23 @@ class Register(_Model):
             raise ValueError(f"a {self.type} holds one bit: data_type must be bool")
         if self.data_type == "string" and self.length is None:
             raise ValueError("data_type string needs length (in registers)")
+        integer = self.data_type in ("int16", "uint16", "int32", "uint32", "int64", "uint64")
+        if (self.enum or self.bits) and not integer:
+            raise ValueError(f"enum and bits need an integer data_type, not {self.data_type}")
+        if self.enum and (self.scale != 1.0 or self.offset != 0.0):
+            raise ValueError("an enum register takes no scale or offset: its values are codes")
+        width = 16 * self.words
+        for b in self.bits:
+            if not 0 <= b < width:
+                raise ValueError(f"bits: bit {b} is outside a {self.data_type} (0..{width - 1})")
+        if len(set(self.bits.values())) != len(self.bits):
+            raise ValueError("bits: a metric name appears twice")
         return self
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every metric this register yields: its own name, then one per named bit."""
+        return [self.name, *self.bits.values()]
 
 
 class SimulatorSpec(_Model):
@@ -115,15 +136,41 @@ class _DeviceBase(_Model):
         return self.name or self.id
 
 
+Framing = Literal["tcp", "rtu_over_tcp"]
+
+
 class ModbusDevice(_DeviceBase):
     protocol: Literal["modbus"]
     host: str
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     interval: Duration = 10.0
-    timeout: Duration = 3.0
+    timeout: Duration = 3.0  # read timeout: a request unanswered this long has failed
+    connect_timeout: Duration | None = None  # default: timeout
     offline_after: int = Field(default=3, ge=1)  # consecutive missed polls before "offline"
+    # Gateways (shared by every device on one host:port, so they must agree):
+    framing: Framing = "tcp"  # rtu_over_tcp: raw serial RTU frames (with CRC) tunnelled in TCP
+    pause: Duration = 0.0  # quiet time between two requests on the connection (slow serial buses)
+    # Reads: at most ``retries`` more attempts after a timeout, reset or busy reply, waiting
+    # ``backoff`` × 2^attempt (±50 % jitter) between them; a poll never outlasts its interval.
+    retries: int = Field(default=1, ge=0, le=10)
+    backoff: Duration = 0.2
+    # After 0x01/0x02/0x03 (the device rejects the register map): poll again only this often.
+    misconfigured_retry: Duration = 300.0
+    max_gap: int = Field(default=8, ge=0, le=124)  # unused registers a merged read may span
     registers: list[Register] = Field(min_length=1)
+
+    @property
+    def connect_timeout_s(self) -> float:
+        return self.timeout if self.connect_timeout is None else self.connect_timeout
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> ModbusDevice:
+        if self.interval <= 0:
+            raise ValueError("interval must be more than 0 s")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be more than 0 s")
+        return self
 
 
 class MqttField(_Model):
@@ -363,6 +410,38 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+_GATEWAY_KEYS = ("framing", "pause", "timeout", "connect_timeout")
+
+
+def _gateway_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    """Devices on one host:port share one connection: they must agree on how it is driven,
+    and no two may claim the same unit id."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    first: dict[tuple[str, int], int] = {}
+    units: dict[tuple[str, int, int], int] = {}
+    for i, d in enumerate(site.devices):
+        if not isinstance(d, ModbusDevice):
+            continue
+        key = (d.host, d.port)
+        unit = (d.host, d.port, d.unit_id)
+        if unit in units:
+            problems.append(
+                (("devices", i, "unit_id"), f"unit id {d.unit_id} on {d.host}:{d.port} is already used by devices[{units[unit]}]")
+            )
+        units.setdefault(unit, i)
+        if key not in first:
+            first[key] = i
+            continue
+        other = site.devices[first[key]]
+        assert isinstance(other, ModbusDevice)
+        for k in _GATEWAY_KEYS:
+            if getattr(d, k) != getattr(other, k):
+                problems.append(
+                    (("devices", i, k), f"devices on {d.host}:{d.port} share one connection: {k} must match devices[{first[key]}] ({getattr(other, k)!r})")
+                )
+    return problems
+
+
 def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
     """Checks that span several parts of the file, with the path of the offending entry."""
     problems: list[tuple[tuple[Any, ...], str]] = []
@@ -377,11 +456,11 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
         if isinstance(d, ModbusDevice):
             names: dict[str, int] = {}
             for j, r in enumerate(d.registers):
-                if r.name in names:
-                    problems.append(
-                        (("devices", i, "registers", j, "name"), f"duplicate register name {r.name!r}")
-                    )
-                names.setdefault(r.name, j)
+                for k, metric in enumerate(r.metrics):
+                    where = ("devices", i, "registers", j, "name") if k == 0 else ("devices", i, "registers", j, "bits")
+                    if metric in names:
+                        problems.append((where, f"duplicate register name {metric!r} (first at registers[{names[metric]}])"))
+                    names.setdefault(metric, j)
                 if r.type in ("coil", "discrete_input"):
                     limit = 65535
                 else:
@@ -390,6 +469,7 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
                     problems.append(
                         (("devices", i, "registers", j, "address"), "register runs past address 65535")
                     )
+    problems += _gateway_checks(site)
     kinds = {d.kind for d in site.devices}
     rule_ids: set[str] = set()
     for i, rule in enumerate(site.alerts.rules):

@@ -41,6 +41,9 @@ class DeviceState(enum.StrEnum):
     DEGRADED = "degraded"
     OFFLINE = "offline"
     STALE = "stale"
+    # The device rejects what the site file asks of it (Modbus exception 0x01/0x02/0x03: a wrong
+    # register address, count or function): fix the site file; polled again only slowly.
+    MISCONFIGURED = "misconfigured"
     UNKNOWN = "unknown"
 
 

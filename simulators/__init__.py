@@ -48,7 +48,7 @@ EQUIPMENT_FAULTS = MODEL_FAULTS + PROTOCOL_FAULTS
 @dataclass
 class _ModbusSim:
     device: ModbusDevice
-    model: ThermalModel
+    model: Any  # ThermalModel, ProcessModel or Generator (same interface)
     bank: RegisterBank
     server_key: tuple[str, int]
 
@@ -109,7 +109,7 @@ class SimulatedSite:
                 except ValueError as exc:
                     raise ValueError(f"{dev.id}: {exc}") from None
                 key = (dev.host, dev.port)
-                server = self._servers.setdefault(key, ModbusServer())
+                server = self._servers.setdefault(key, ModbusServer(framing=dev.framing))
                 if dev.unit_id in server.units:
                     other = next(
                         s.device.id
@@ -245,7 +245,9 @@ class SimulatedSite:
         if device_id in self._modbus:
             sim = self._modbus[device_id]
             if fault in MODEL_FAULTS:
-                probe = ThermalModel(sim.model.kind, random.Random(0))
+                spec = sim.device.simulator
+                assert spec is not None
+                probe = EQUIPMENT_MODELS[spec.model](random.Random(0), dict(spec.params))
                 probe.inject(fault, params)
             elif fault in PROTOCOL_FAULTS:
                 protocol_fault(RegisterBank(), fault, params)
@@ -295,6 +297,8 @@ class SimulatedSite:
                         sim.bank.faults.clear()
                 elif fault in PROTOCOL_FAULTS:
                     protocol_fault(sim.bank, fault, params)
+                    if fault == "reboot":
+                        self._servers[sim.server_key].drop_connections()
                 else:
                     raise ValueError(f"unknown fault {fault!r}; expected one of {EQUIPMENT_FAULTS}")
             except ValueError as exc:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,33 @@ def words_to_float32(hi: int, lo: int) -> float:
     return float(struct.unpack(">f", struct.pack(">HH", hi, lo))[0])
 
 
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes) -> int:
+    """Modbus RTU CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF); sent low byte first."""
+    crc = 0xFFFF
+    for b in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ b) & 0xFF]
+    return crc
+
+
+def rtu_frame(unit: int, pdu: bytes) -> bytes:
+    """unit id | PDU | CRC (little-endian)."""
+    body = bytes([unit]) + pdu
+    return body + crc16(body).to_bytes(2, "little")
+
+
 # ---------------------------------------------------------------------------------------------
 # Register bank and fault hooks
 
@@ -87,6 +115,10 @@ class UnitFaults:
     silent: bool = False  # read requests, never answer
     reset: bool = False  # close the connection on every request, without an answer
     wrong_tid: bool = False  # answer with transaction id + 1
+    wrong_function: bool = False  # answer a read with the other register table's function code
+    short_reply: bool = False  # answer a register read with one register fewer
+    down_until: float = 0.0  # rebooting: connections refused/closed until this monotonic time
+    reboots: int = 0
 
     def clear(self) -> None:
         self.exception_code = None
@@ -94,6 +126,19 @@ class UnitFaults:
         self.silent = False
         self.reset = False
         self.wrong_tid = False
+        self.wrong_function = False
+        self.short_reply = False
+
+    def reboot(self, down_s: float) -> None:
+        """The unit restarts: every connection to its server is dropped and requests go
+        unanswered (the connection is closed) for ``down_s`` seconds; other faults clear."""
+        self.clear()
+        self.down_until = time.monotonic() + down_s
+        self.reboots += 1
+
+    @property
+    def rebooting(self) -> bool:
+        return self.down_until > time.monotonic()
 
     @property
     def active(self) -> list[str]:
@@ -108,6 +153,12 @@ class UnitFaults:
             out.append("reset")
         if self.wrong_tid:
             out.append("wrong_tid")
+        if self.wrong_function:
+            out.append("wrong_function")
+        if self.short_reply:
+            out.append("short_reply")
+        if self.rebooting:
+            out.append("rebooting")
         return out
 
 
@@ -256,7 +307,10 @@ def _process(bank: RegisterBank, fc: int, pdu: bytes) -> bytes:
 class ModbusServer:
     """Modbus TCP server for one host:port, serving one :class:`RegisterBank` per unit id."""
 
-    def __init__(self, units: dict[int, RegisterBank] | None = None) -> None:
+    def __init__(self, units: dict[int, RegisterBank] | None = None, *, framing: str = "tcp") -> None:
+        if framing not in ("tcp", "rtu_over_tcp"):
+            raise ValueError(f"framing must be tcp or rtu_over_tcp, got {framing!r}")
+        self.framing = framing
         self.units: dict[int, RegisterBank] = dict(units or {})
         self._server: asyncio.Server | None = None
         self._conn_tasks: set[asyncio.Task[Any]] = set()
@@ -321,7 +375,37 @@ class ModbusServer:
                 await writer.wait_closed()
             self._conn_tasks.discard(task)
 
+    def drop_connections(self) -> None:
+        """Abort every open connection (a reboot of the device or gateway)."""
+        for w in list(self._writers):
+            w.transport.abort()
+
+    def _answer(self, unit: int, pdu: bytes) -> tuple[bytes | None, RegisterBank | None, bool]:
+        """(reply PDU or None for no answer, the bank, close the connection?)"""
+        bank = self.units.get(unit)
+        if bank is None:
+            return bytes([(pdu[0] | 0x80) & 0xFF, GATEWAY_TARGET_FAILED]), None, False
+        bank.requests += 1
+        f = bank.faults
+        if f.reset or f.rebooting:
+            return None, bank, True
+        if f.silent:
+            return None, bank, False
+        if f.exception_code is not None:
+            return bytes([(pdu[0] | 0x80) & 0xFF, f.exception_code]), bank, False
+        reply = process_pdu(bank, pdu)
+        if f.wrong_function and reply[0] in (3, 4):
+            reply = bytes([7 - reply[0]]) + reply[1:]
+        if f.short_reply and reply[0] in (3, 4) and reply[1] >= 4:
+            reply = bytes([reply[0], reply[1] - 2]) + reply[2:-2]
+        return reply, bank, False
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if any(b.faults.rebooting for b in self.units.values()):
+            return  # still booting: the connection is closed at once
+        if self.framing == "rtu_over_tcp":
+            await self._rtu_connection(reader, writer)
+            return
         while True:
             # readexactly copes with frames split across TCP segments and with several frames
             # in one segment: the stream buffers the rest for the next call.
@@ -333,23 +417,46 @@ class ModbusServer:
             pdu = await reader.readexactly(length - 1)
             if proto != 0:
                 continue  # not Modbus: discard silently, as the spec asks
-            bank = self.units.get(unit)
-            if bank is None:
-                reply = bytes([(pdu[0] | 0x80) & 0xFF, GATEWAY_TARGET_FAILED])
-            else:
-                bank.requests += 1
-                f = bank.faults
-                if f.reset:
-                    return
-                if f.silent:
-                    continue
-                if f.delay_s > 0:
-                    await asyncio.sleep(f.delay_s)
-                if f.exception_code is not None:
-                    reply = bytes([(pdu[0] | 0x80) & 0xFF, f.exception_code])
-                else:
-                    reply = process_pdu(bank, pdu)
-                if f.wrong_tid:
+            reply, bank, close = self._answer(unit, pdu)
+            if close:
+                return
+            if reply is None:
+                continue
+            if bank is not None:
+                if bank.faults.delay_s > 0:
+                    await asyncio.sleep(bank.faults.delay_s)
+                if bank.faults.wrong_tid:
                     tid = (tid + 1) & 0xFFFF
             writer.write(_MBAP.pack(tid, 0, len(reply) + 1, unit) + reply)
-            await writer.drain()
+            if writer.transport.get_write_buffer_size() > 65536:
+                await writer.drain()
+
+    async def _rtu_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Raw RTU frames in the TCP stream (a serial gateway in transparent mode). Requests
+        carry no length: it follows from the function code. A frame with a bad CRC is dropped,
+        as a serial device does (the master times out)."""
+        while True:
+            head = await reader.readexactly(2)
+            unit, fc = head[0], head[1]
+            if fc in (1, 2, 3, 4, 5, 6):
+                rest = await reader.readexactly(6)  # address, count/value, CRC
+            elif fc in (15, 16):
+                more = await reader.readexactly(5)
+                rest = more + await reader.readexactly(more[4] + 2)
+            else:
+                log.debug("RTU function %d has no known length; closing connection", fc)
+                return
+            frame = head + rest
+            if crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
+                log.debug("RTU frame with a bad CRC dropped")
+                continue
+            reply, bank, close = self._answer(unit, frame[1:-2])
+            if close:
+                return
+            if reply is None:
+                continue
+            if bank is not None and bank.faults.delay_s > 0:
+                await asyncio.sleep(bank.faults.delay_s)
+            writer.write(rtu_frame(unit, reply))
+            if writer.transport.get_write_buffer_size() > 65536:
+                await writer.drain()

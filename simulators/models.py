@@ -11,7 +11,12 @@ Register map (same for every model, see docs/simulators.md)::
     holding 0    setpoint x10, int16 (writable: the model follows a new setpoint)
     input 2      status bits: 0 door_open, 1 compressor_on (warmer: heater_on), 2 defrost,
                  3 compressor_fault
+    input 3      operating state (enum): 0 idle, 1 cooling (warmer: heating), 2 door_open,
+                 4 defrost, 5 fault
     input 10-11  compressor (warmer: heater) run hours, float32 big-endian (ABCD)
+
+The other models (negative-pressure room monitor, oxygen pipeline monitor, generator) have maps
+of their own: docs/modbus.md has every map.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from .modbus_server import (
 REG_TEMPERATURE = 0  # input
 REG_SETPOINT = 0  # holding
 REG_STATUS = 2  # input
+REG_STATE = 3  # input, operating state enum
 REG_RUN_HOURS = 10  # input, 2 words
+STATE_IDLE, STATE_ACTIVE, STATE_DOOR, STATE_DEFROST, STATE_FAULT = 0, 1, 2, 4, 5
 SENTINEL = 0x7FFF
 
 BIT_DOOR = 0
@@ -41,7 +48,7 @@ BIT_DEFROST = 2
 BIT_FAULT = 3
 
 MODEL_FAULTS = ("drift", "stuck", "sentinel", "fault_bit", "clear")
-PROTOCOL_FAULTS = ("exception", "slow", "silence", "reset", "wrong_tid")
+PROTOCOL_FAULTS = ("exception", "slow", "silence", "reset", "wrong_tid", "wrong_function", "short_reply", "reboot")
 FAULTS = MODEL_FAULTS + PROTOCOL_FAULTS
 
 _MAX_DT = 1.0  # integrate in steps of at most this many simulated seconds
@@ -137,6 +144,15 @@ def protocol_fault(bank: RegisterBank, fault: str, params: dict[str, Any]) -> No
         f.reset = True
     elif fault == "wrong_tid":
         f.wrong_tid = True
+    elif fault == "wrong_function":
+        f.wrong_function = True
+    elif fault == "short_reply":
+        f.short_reply = True
+    elif fault == "reboot":
+        down = _num(params, "down_s", 3.0)
+        if down < 0:
+            raise ValueError("reboot needs down_s >= 0")
+        f.reboot(down)
     else:
         raise ValueError(f"unknown protocol fault {fault!r}; expected one of {PROTOCOL_FAULTS}")
 
@@ -332,6 +348,16 @@ class ThermalModel:
             word |= 1 << BIT_DEFROST
         return word
 
+    @property
+    def state_code(self) -> int:
+        if self.fault_bits & (1 << BIT_FAULT):
+            return STATE_FAULT
+        if self.defrosting:
+            return STATE_DEFROST
+        if self.door_open:
+            return STATE_DOOR
+        return STATE_ACTIVE if self.active else STATE_IDLE
+
     def read_setpoint(self, bank: RegisterBank) -> None:
         """Follow a setpoint written by a Modbus master into holding register 0."""
         self.setpoint = word_to_int16(bank.holding[REG_SETPOINT]) / 10.0
@@ -340,9 +366,337 @@ class ThermalModel:
         bank.input[REG_TEMPERATURE] = self.temperature_word()
         bank.holding[REG_SETPOINT] = int16_to_word(round(self.setpoint * 10))
         bank.input[REG_STATUS] = self.status_word
+        bank.input[REG_STATE] = self.state_code
         hi, lo = float32_to_words(self.run_hours)
         bank.input[REG_RUN_HOURS] = hi
         bank.input[REG_RUN_HOURS + 1] = lo
+
+
+class ProcessModel:
+    """Equipment with one measured process value (a pressure) and status bits, for the room
+    monitor and the oxygen pipeline monitor. Same fault interface as :class:`ThermalModel`.
+
+    Register map: input 0 value × ``factor`` (int16; 0x7FFF = sensor failure), input 1 status
+    bits, input 2 mode/state enum, input 4–5 value as float32 (ABCD), holding 0 alarm limit ×
+    ``factor``."""
+
+    metric = "value"
+    factor = 10.0
+    sentinel_word = SENTINEL
+
+    def __init__(self, kind: str, rng: random.Random, params: dict[str, Any] | None) -> None:
+        self.kind = kind
+        self.rng = rng
+        self.now = 0.0
+        self.drift: tuple[float, float] | None = None
+        self.stuck_word: int | None = None
+        self.sentinel = False
+        self.fault_bits = 0
+        self.value = 0.0
+        self._reported = 0.0
+
+    # subclasses: _advance(t, dt), status bits, mode, limits
+    def _advance(self, t: float, dt: float) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def step(self, now: float) -> None:
+        while self.now < now:
+            dt = min(_MAX_DT, now - self.now)
+            self.now += dt
+            if self.drift is not None:
+                target, rate = self.drift
+                delta = target - self.value
+                move = rate * dt
+                self.value = target if abs(delta) <= move else self.value + math.copysign(move, delta)
+            else:
+                self._advance(self.now, dt)
+        self._reported = self.value + self.rng.uniform(-self.noise, self.noise)
+
+    noise = 0.1
+
+    def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
+        params = dict(params or {})
+        if fault == "drift":
+            metric = params.get("metric", self.metric)
+            if metric != self.metric:
+                raise ValueError(f"drift supports metric {self.metric} only, got {metric!r}")
+            target = _num(params, "target")
+            rate = _num(params, "rate_per_min", 1.0)
+            if rate <= 0:
+                raise ValueError("drift needs rate_per_min > 0")
+            self.drift = (target, rate / 60.0)
+        elif fault == "stuck":
+            self.stuck_word = self.value_word(unfrozen=True)
+        elif fault == "sentinel":
+            self.sentinel = True
+        elif fault == "fault_bit":
+            bit = params.get("bit", BIT_FAULT)
+            if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 15:
+                raise ValueError(f"fault_bit needs bit 0..15, got {bit!r}")
+            self.fault_bits |= 1 << bit
+        elif fault == "clear":
+            self.drift = None
+            self.stuck_word = None
+            self.sentinel = False
+            self.fault_bits = 0
+        else:
+            raise ValueError(f"unknown model fault {fault!r}; expected one of {MODEL_FAULTS}")
+
+    @property
+    def active_faults(self) -> list[str]:
+        out = []
+        if self.drift is not None:
+            out.append(f"drift to {self.drift[0]:g}")
+        if self.stuck_word is not None:
+            out.append("stuck")
+        if self.sentinel:
+            out.append("sentinel")
+        if self.fault_bits:
+            out.append(f"fault bits 0x{self.fault_bits:04X}")
+        return out
+
+    def value_word(self, *, unfrozen: bool = False) -> int:
+        if self.sentinel and not unfrozen:
+            return self.sentinel_word
+        if self.stuck_word is not None and not unfrozen:
+            return self.stuck_word
+        return int16_to_word(round(self._reported * self.factor))
+
+    def status_word(self) -> int:
+        return self.fault_bits
+
+    def mode(self) -> int:
+        return 0
+
+    def limit(self) -> float:
+        return 0.0
+
+    def read_setpoint(self, bank: RegisterBank) -> None:
+        pass
+
+    def write(self, bank: RegisterBank) -> None:
+        word = self.value_word()
+        bank.input[0] = word
+        bank.input[1] = self.status_word()
+        bank.input[2] = self.mode()
+        shown = self._reported if not (self.sentinel or self.stuck_word is not None) else word_to_int16(word) / self.factor
+        bank.input[4], bank.input[5] = float32_to_words(shown)
+        bank.holding[0] = int16_to_word(round(self.limit() * self.factor))
+
+
+class NegativePressureRoom(ProcessModel):
+    """Isolation room monitor: differential pressure room − corridor in Pa (healthy: at most
+    −2.5 Pa), × 100 in input 0. Door openings pull it toward 0 for a few seconds. Status bits:
+    0 door_open, 1 pressure_alarm (above −2.5 Pa for 10 s), 3 sensor_fault. Mode (input 2):
+    0 off, 1 negative (isolation), 2 positive, 3 neutral."""
+
+    metric = "pressure_pa"
+    factor = 100.0
+    noise = 0.15
+
+    def __init__(self, rng: random.Random, params: dict[str, Any] | None = None) -> None:
+        params = dict(params or {})
+        _only(params, {"setpoint", "door_per_hour"}, "negative_pressure_room")
+        super().__init__("negative_pressure_room", rng, params)
+        self.setpoint = _num(params, "setpoint", -8.0)
+        self.door_per_hour = _num(params, "door_per_hour", 6.0)
+        self.value = self.setpoint
+        self.door_until: float | None = None
+        self.next_door = self._next(0.0)
+        self.above_since: float | None = None
+
+    def _next(self, now: float) -> float:
+        return math.inf if self.door_per_hour <= 0 else now + self.rng.expovariate(self.door_per_hour / 3600.0)
+
+    def _advance(self, t: float, dt: float) -> None:
+        if self.door_until is not None and t >= self.door_until:
+            self.door_until = None
+            self.next_door = self._next(t)
+        if self.door_until is None and t >= self.next_door:
+            self.door_until = t + self.rng.uniform(4.0, 15.0)
+        target = -0.3 if self.door_until is not None else self.setpoint
+        self.value += (target - self.value) * min(1.0, dt / 3.0)
+
+    def step(self, now: float) -> None:
+        super().step(now)
+        if self.value > -2.5:
+            self.above_since = self.now if self.above_since is None else self.above_since
+        else:
+            self.above_since = None
+
+    def status_word(self) -> int:
+        word = self.fault_bits
+        if self.door_until is not None:
+            word |= 1
+        if self.above_since is not None and self.now - self.above_since >= 10.0:
+            word |= 2
+        return word
+
+    def mode(self) -> int:
+        return 1
+
+    def limit(self) -> float:
+        return -2.5
+
+
+class OxygenPipeline(ProcessModel):
+    """Medical oxygen pipeline area alarm panel: pressure in psig (healthy 50–55; area alarm at
+    ±20 % of normal), × 10 in input 0. Status bits: 0 low_pressure_alarm, 1 high_pressure_alarm,
+    3 sensor_fault. Input 2: 0 normal, 1 low, 2 high. Holding 0: normal pressure × 10."""
+
+    metric = "pressure_psig"
+    noise = 0.15
+
+    def __init__(self, rng: random.Random, params: dict[str, Any] | None = None) -> None:
+        params = dict(params or {})
+        _only(params, {"normal"}, "oxygen_pipeline_monitor")
+        super().__init__("oxygen_pipeline_monitor", rng, params)
+        self.normal = _num(params, "normal", 52.5)
+        self.value = self.normal + rng.uniform(-1.0, 1.0)
+
+    def _advance(self, t: float, dt: float) -> None:
+        # demand swings slowly with the hour; a regulator pulls back toward normal
+        demand = 1.2 * math.sin(2 * math.pi * t / 3600.0)
+        self.value += (self.normal + demand - self.value) * min(1.0, dt / 30.0)
+
+    def _band(self) -> int:
+        if self.value < 0.8 * self.normal:
+            return 1
+        if self.value > 1.2 * self.normal:
+            return 2
+        return 0
+
+    def status_word(self) -> int:
+        band = self._band()
+        return self.fault_bits | (1 if band == 1 else 0) | (2 if band == 2 else 0)
+
+    def mode(self) -> int:
+        return self._band()
+
+    def limit(self) -> float:
+        return self.normal
+
+
+class Generator:
+    """Emergency generator controller. A weekly test run (every ``test_every_h``, 30 min):
+    starting 10 s, running, cool-down 60 s. Register map:
+
+    input 0    state (enum): 0 off, 1 starting, 2 running, 3 cooldown, 4 fault
+    input 1    fault bits: 0 low_oil_pressure, 1 high_coolant_temp, 2 overspeed,
+               3 fail_to_start, 4 low_fuel
+    input 2    battery voltage × 100 (uint16; 0xFFFF = sensor failure)
+    input 3    fuel level %, × 10 (uint16)
+    input 4    engine speed rpm (uint16)
+    input 10–11 run hours, float32 CDAB (word-swapped, as many controllers send it)
+    """
+
+    metric = "battery_v"
+
+    def __init__(self, rng: random.Random, params: dict[str, Any] | None = None) -> None:
+        params = dict(params or {})
+        _only(params, {"test_every_h", "run_hours", "fuel_pct"}, "generator")
+        self.kind = "generator"
+        self.rng = rng
+        self.now = 0.0
+        self.test_every = _num(params, "test_every_h", 168.0) * 3600.0
+        self.run_hours = _num(params, "run_hours", rng.uniform(50.0, 2000.0))
+        self.fuel = _num(params, "fuel_pct", 95.0)
+        self.battery = 27.4
+        self.state = 0
+        self.state_until = math.inf
+        self.next_test = rng.uniform(0.1, 1.0) * self.test_every
+        self.drift: tuple[float, float] | None = None
+        self.stuck_word: int | None = None
+        self.sentinel = False
+        self.fault_bits = 0
+
+    def step(self, now: float) -> None:
+        while self.now < now:
+            dt = min(_MAX_DT, now - self.now)
+            self.now += dt
+            t = self.now
+            if self.state == 0 and t >= self.next_test:
+                self.state, self.state_until = 1, t + 10.0
+                self.next_test = t + self.test_every
+            elif self.state == 1 and t >= self.state_until:
+                self.state, self.state_until = 2, t + 1800.0
+            elif self.state == 2 and t >= self.state_until:
+                self.state, self.state_until = 3, t + 60.0
+            elif self.state == 3 and t >= self.state_until:
+                self.state, self.state_until = 0, math.inf
+            if self.state == 2:
+                self.run_hours += dt / 3600.0
+                self.fuel = max(0.0, self.fuel - dt * 0.0005)
+            target = 28.2 if self.state == 2 else (24.5 if self.state == 1 else 27.4)
+            if self.drift is not None:
+                target, rate = self.drift
+                delta = target - self.battery
+                self.battery = target if abs(delta) <= rate * dt else self.battery + math.copysign(rate * dt, delta)
+            else:
+                self.battery += (target - self.battery) * min(1.0, dt / 5.0)
+
+    def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
+        params = dict(params or {})
+        if fault == "drift":
+            metric = params.get("metric", self.metric)
+            if metric != self.metric:
+                raise ValueError(f"drift supports metric {self.metric} only, got {metric!r}")
+            target = _num(params, "target")
+            rate = _num(params, "rate_per_min", 1.0)
+            if rate <= 0:
+                raise ValueError("drift needs rate_per_min > 0")
+            self.drift = (target, rate / 60.0)
+        elif fault == "stuck":
+            self.stuck_word = round(self.battery * 100) & 0xFFFF
+        elif fault == "sentinel":
+            self.sentinel = True
+        elif fault == "fault_bit":
+            bit = params.get("bit", 3)
+            if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 15:
+                raise ValueError(f"fault_bit needs bit 0..15, got {bit!r}")
+            self.fault_bits |= 1 << bit
+        elif fault == "clear":
+            self.drift = None
+            self.stuck_word = None
+            self.sentinel = False
+            self.fault_bits = 0
+        else:
+            raise ValueError(f"unknown model fault {fault!r}; expected one of {MODEL_FAULTS}")
+
+    @property
+    def active_faults(self) -> list[str]:
+        out = []
+        if self.drift is not None:
+            out.append(f"drift to {self.drift[0]:g}")
+        if self.stuck_word is not None:
+            out.append("stuck")
+        if self.sentinel:
+            out.append("sentinel")
+        if self.fault_bits:
+            out.append(f"fault bits 0x{self.fault_bits:04X}")
+        return out
+
+    def read_setpoint(self, bank: RegisterBank) -> None:
+        pass
+
+    def write(self, bank: RegisterBank) -> None:
+        bank.input[0] = 4 if self.fault_bits else self.state
+        bank.input[1] = self.fault_bits
+        if self.sentinel:
+            bank.input[2] = 0xFFFF
+        elif self.stuck_word is not None:
+            bank.input[2] = self.stuck_word
+        else:
+            bank.input[2] = max(0, min(0xFFFE, round((self.battery + self.rng.uniform(-0.02, 0.02)) * 100)))
+        bank.input[3] = round(self.fuel * 10)
+        bank.input[4] = {0: 0, 1: 600, 2: 1800, 3: 1800}[self.state] if not self.fault_bits else 0
+        bank.input[10], bank.input[11] = float32_to_words(self.run_hours, "CDAB")
+
+
+def _only(params: dict[str, Any], allowed: set[str], kind: str) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"unknown simulator params {unknown} for {kind}; expected some of {sorted(allowed)}")
 
 
 def medication_refrigerator(rng: random.Random, params: dict[str, Any] | None = None) -> ThermalModel:
@@ -361,4 +715,48 @@ EQUIPMENT_MODELS = {
     "medication_refrigerator": medication_refrigerator,
     "vaccine_freezer": vaccine_freezer,
     "blanket_warmer": blanket_warmer,
+    "negative_pressure_room": NegativePressureRoom,
+    "oxygen_pipeline_monitor": OxygenPipeline,
+    "generator": Generator,
+}
+
+
+# Documented register maps (docs/modbus.md), one entry per register or register group:
+# (table, address, words, name, encoding). The mbpoll test reads every entry of every model.
+_THERMAL_MAP = [
+    ("input", 0, 1, "temperature_c", "int16, °C × 10; 0x7FFF = sensor failure"),
+    ("input", 2, 1, "status", "bits: 0 door_open, 1 compressor_on (warmer: heater_on), 2 defrost, 3 compressor_fault"),
+    ("input", 3, 1, "state", "enum: 0 idle, 1 cooling (warmer: heating), 2 door_open, 4 defrost, 5 fault"),
+    ("input", 10, 2, "run_hours", "float32 ABCD, hours the compressor (heater) ran"),
+    ("holding", 0, 1, "setpoint_c", "int16, °C × 10, writable (FC 6/16)"),
+]
+_PROCESS_MAP = {
+    "negative_pressure_room": [
+        ("input", 0, 1, "pressure_pa", "int16, Pa × 100, room − corridor (healthy ≤ −2.5 Pa); 0x7FFF = sensor failure"),
+        ("input", 1, 1, "status", "bits: 0 door_open, 1 pressure_alarm (above −2.5 Pa for 10 s), 3 sensor_fault"),
+        ("input", 2, 1, "mode", "enum: 0 off, 1 negative (isolation), 2 positive, 3 neutral"),
+        ("input", 4, 2, "pressure_pa_f", "float32 ABCD, Pa"),
+        ("holding", 0, 1, "alarm_limit_pa", "int16, Pa × 100 (−250)"),
+    ],
+    "oxygen_pipeline_monitor": [
+        ("input", 0, 1, "pressure_psig", "int16, psig × 10 (healthy 50–55); 0x7FFF = sensor failure"),
+        ("input", 1, 1, "status", "bits: 0 low_pressure_alarm, 1 high_pressure_alarm (±20 % of normal), 3 sensor_fault"),
+        ("input", 2, 1, "band", "enum: 0 normal, 1 low, 2 high"),
+        ("input", 4, 2, "pressure_psig_f", "float32 ABCD, psig"),
+        ("holding", 0, 1, "normal_psig", "int16, psig × 10 (525)"),
+    ],
+    "generator": [
+        ("input", 0, 1, "state", "enum: 0 off, 1 starting, 2 running, 3 cooldown, 4 fault"),
+        ("input", 1, 1, "faults", "bits: 0 low_oil_pressure, 1 high_coolant_temp, 2 overspeed, 3 fail_to_start, 4 low_fuel"),
+        ("input", 2, 1, "battery_v", "uint16, V × 100; 0xFFFF = sensor failure"),
+        ("input", 3, 1, "fuel_pct", "uint16, % × 10"),
+        ("input", 4, 1, "engine_rpm", "uint16, rpm"),
+        ("input", 10, 2, "run_hours", "float32 CDAB (word-swapped), hours"),
+    ],
+}
+REGISTER_MAPS: dict[str, list[tuple[str, int, int, str, str]]] = {
+    "medication_refrigerator": _THERMAL_MAP,
+    "vaccine_freezer": _THERMAL_MAP,
+    "blanket_warmer": _THERMAL_MAP,
+    **_PROCESS_MAP,
 }

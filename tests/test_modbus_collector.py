@@ -125,9 +125,9 @@ def test_exception_code_then_offline_then_recovery() -> None:
         p = s.collector.pollers[0]
         try:
             await p.poll()
-            bank.faults.exception_code = 0x0B
+            bank.faults.exception_code = 0x04  # a failure of the device: not retried, counted
             err = await _poll_expecting_failure(p)
-            assert "0x0B" in err and "gateway target" in err
+            assert "0x04" in err and "server device failure" in err
             assert s.health["fridge-1"].state == DeviceState.DEGRADED
             await _poll_expecting_failure(p)
             assert s.health["fridge-1"].state == DeviceState.OFFLINE
