@@ -20,7 +20,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
