@@ -173,19 +173,100 @@ class ModbusDevice(_DeviceBase):
         return self
 
 
+UNIT_CONVERSIONS = ("degF_to_degC", "kPa_to_Pa", "psi_to_kPa", "inH2O_to_Pa", "mV_to_V", "g_to_kg", "lb_to_kg", "pct_to_ratio")
+PayloadFormat = Literal["json", "number", "bool", "enum"]
+_TEMPLATE_PART = re.compile(r"^\{([a-z_]+)\}$")
+
+
 class MqttField(_Model):
     metric: Identifier
-    path: str = ""  # dotted path into a JSON payload; empty for a plain-number payload
+    path: str = ""  # dotted path into a JSON payload; empty: the metric's own name
     unit: str = ""
     scale: float = 1.0
+    convert: Literal[UNIT_CONVERSIONS] | None = None  # type: ignore[valid-type]
 
 
-class MqttDevice(_DeviceBase):
+class PayloadSpec(_Model):
+    """How a message's payload becomes readings (shared by devices and broker mappings)."""
+
+    payload: PayloadFormat = "json"
+    # json: metric ← dotted path; number/bool/enum: one field (or the topic's {metric} part)
+    fields: list[MqttField] = Field(default_factory=list)
+    timestamp_path: str | None = "ts"  # JSON field holding the time of measurement, if present
+    timestamp_unit: Literal["s", "ms", "us", "ns", "iso8601"] = "s"
+    unknown_fields: Literal["ignore", "store", "reject"] = "ignore"  # json: fields not listed
+    values: dict[str, float | int | bool | str] = Field(default_factory=dict)  # enum: text → value
+    unit: str = ""  # number payloads with {metric} in the topic
+
+    def _check_payload(self, topic: str | None) -> None:
+        has_metric = topic is not None and "{metric}" in topic
+        if self.payload == "json" and not self.fields and self.unknown_fields != "store":
+            raise ValueError("a json payload needs fields (or unknown_fields: store)")
+        if self.payload != "json" and not self.fields and not has_metric:
+            raise ValueError(f"a {self.payload} payload needs one field or {{metric}} in the topic")
+        if self.payload != "json" and len(self.fields) > 1:
+            raise ValueError(f"a {self.payload} payload carries one value: give at most one field")
+        if self.payload == "enum" and not self.values:
+            raise ValueError("an enum payload needs values (text → value)")
+
+
+def check_topic_template(topic: str, *, require: tuple[str, ...] = ()) -> list[str]:
+    """Named parts of a topic template such as ``site/{room}/shelf/{device_id}/weight``."""
+    names: list[str] = []
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        m = _TEMPLATE_PART.match(level)
+        if m:
+            names.append(m.group(1))
+        elif "{" in level or "}" in level:
+            raise ValueError(f"topic level {level!r}: a named part fills a whole level, like {{device_id}}")
+        elif level == "#" and i != len(levels) - 1:
+            raise ValueError("'#' may only be the last topic level")
+        elif ("#" in level or "+" in level) and level not in ("#", "+"):
+            raise ValueError(f"topic level {level!r}: wildcards fill a whole level")
+    if len(set(names)) != len(names):
+        raise ValueError("a named part appears twice in the topic")
+    for r in require:
+        if r not in names:
+            raise ValueError(f"the topic needs a {{{r}}} part")
+    return names
+
+
+class MqttDevice(_DeviceBase, PayloadSpec):
     protocol: Literal["mqtt"]
-    topic: str
-    payload: Literal["json", "number"] = "json"
-    fields: list[MqttField] = Field(min_length=1)
+    # The device's topic; may hold {metric} and wildcards. Omit it when a broker mapping
+    # (mqtt.mappings) routes this device's messages.
+    topic: str | None = None
     stale_after: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttDevice:
+        if self.topic is not None:
+            names = check_topic_template(self.topic)
+            if set(names) - {"metric"}:
+                raise ValueError("a device topic may only name {metric}; use mqtt.mappings for more")
+            self._check_payload(self.topic)
+        return self
+
+
+class MqttMapping(PayloadSpec):
+    """Messages on a topic template routed to devices by the template's {device_id} part."""
+
+    topic: str
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttMapping:
+        check_topic_template(self.topic, require=("device_id",))
+        self._check_payload(self.topic)
+        return self
+
+
+class MqttTls(_Model):
+    ca_file: str | None = None  # None: the system's trusted CAs
+    cert_file: str | None = None  # client certificate, for brokers that require one
+    key_file: str | None = None
+    key_password_env: str | None = None
+    insecure: bool = False  # skip host-name verification (test benches only)
 
 
 Device = Annotated[ModbusDevice | MqttDevice, Field(discriminator="protocol")]
@@ -198,16 +279,37 @@ Device = Annotated[ModbusDevice | MqttDevice, Field(discriminator="protocol")]
 class MqttBroker(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
+    # A stable client id: the broker keeps this session (and its queued messages) across
+    # restarts of eqmon. Each eqmon instance needs its own.
     client_id: str = "eqmon"
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    session_expiry: Duration = 7 * 86400.0  # MQTT 5: how long the broker keeps the session
     username: str | None = None
     password_env: str | None = None
+    tls: MqttTls | None = None
     qos: Literal[0, 1] = 1
     keepalive: int = Field(default=30, ge=5)
+    reconnect_max: Duration = 30.0  # cap of the reconnect backoff
+    shared_group: Identifier | None = None  # subscribe as $share/<group>/… to split the stream
+    status_topic: str | None = None  # e.g. eqmon/status/{device_id}: payload online/offline
+    max_payload_bytes: int = Field(default=65536, ge=64)
+    dead_letters: int = Field(default=1000, ge=0)  # bad messages kept for inspection
+    mappings: list[MqttMapping] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttBroker:
+        if self.status_topic is not None:
+            check_topic_template(self.status_topic, require=("device_id",))
+        return self
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env, "") if self.password_env else None
 
 
 class EmbeddedStore(_Model):
     path: str = "telemetry.sqlite"  # relative to the data directory
-    retention: Duration = 30 * 86400.0
+    retention: Duration = 30 * 86400.0  # raw readings
+    rollup_retention: Duration = 2 * 365 * 86400.0  # 1-minute and 1-hour rollups
 
 
 class InfluxDB(_Model):
@@ -486,8 +588,13 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
     for i, step in enumerate(site.scenario):
         if step.device not in first_seen:
             problems.append((("scenario", i, "device"), f"no device with id {step.device!r}"))
-    if site.mqtt_devices() and site.mqtt is None:
-        pass  # allowed: `eqmon demo` embeds a broker; `eqmon run` refuses (see eqmon.service)
+    # MQTT devices without a topic of their own must be reached by a broker mapping.
+    # (MQTT devices without any `mqtt:` section are allowed: `eqmon demo` embeds a broker and
+    # `eqmon run` refuses them, see eqmon.service.)
+    mappings = site.mqtt.mappings if site.mqtt else []
+    for i, d in enumerate(site.devices):
+        if isinstance(d, MqttDevice) and d.topic is None and not mappings:
+            problems.append((("devices", i, "topic"), "required key is missing (no mqtt.mappings route this device)"))
     return problems
 
 
