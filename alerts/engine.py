@@ -110,6 +110,16 @@ class AlertEngine:
             if rule is not None and now - p.since >= self._delay(rule):
                 self._raise_threshold(rule, device_id, p, now)
 
+    def raise_system(self, key: str, severity: Severity, message: str, ts: float) -> None:
+        """Raise an alert about eqmon itself (e.g. "telemetry spool filling up"), once per
+        ``key`` until resolved; the device id of such alerts is "eqmon"."""
+        if (key, "eqmon") not in self._active:
+            self._raise((key, "eqmon"), severity, "", message, ts, None)
+
+    def resolve_system(self, key: str, ts: float) -> None:
+        if (key, "eqmon") in self._active:
+            self._resolve((key, "eqmon"), ts)
+
     # -- queries ----------------------------------------------------------------------------
 
     def active(self) -> list[Alert]:

@@ -18,3 +18,8 @@ class SinkError(Exception):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class SpoolFull(Exception):
+    """The telemetry spool is at its bound (policy ``reject``): the readings were not accepted.
+    The caller must not acknowledge them to their source (MQTT) or must count them as lost."""

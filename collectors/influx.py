@@ -1,31 +1,48 @@
-"""InfluxDB v2 sink. The only module of eqmon that imports influxdb_client.
+"""InfluxDB v2: the telemetry sink (writes) and the history reader (Flux). The only module of
+eqmon that imports influxdb_client.
 
-Readings are formatted as line protocol here (about 1 µs a line, against about 12 µs for
-influxdb-client's ``Point``) and written in batches with gzip. Schema (docs/telemetry-schema.md):
-measurement = equipment kind; tags device_id and location; one field per metric, named after the
-metric; numbers always as floats (no integer/float type conflicts across devices); a reading of
-bad quality is written as the string field ``<metric>_quality`` instead of a value; timestamps in
-milliseconds, so a re-sent point is identical and overwrites itself.
+Writes: readings are formatted as line protocol here (about 1 µs a line, against about 12 µs
+for influxdb-client's ``Point``) and POSTed gzip-compressed to ``/api/v2/write`` over one
+keep-alive connection with the standard library's http.client: the write API is one documented
+HTTP call, and doing it ourselves gives direct control of status codes, Retry-After and the
+split-on-400 logic at a fraction of the client's per-batch cost. influxdb-client is used where
+it earns its place: Flux queries and their annotated-CSV parsing.
+
+Schema (docs/telemetry-schema.md): measurement = equipment kind; tags device_id and location;
+one field per metric, named after the metric; numbers always as floats (no integer/float type
+conflicts across devices); a reading of bad/stale quality is written as the string field
+``<metric>_quality`` instead of a value; timestamps in milliseconds, so a re-sent point is
+identical and overwrites itself. eqmon's own metrics go to the measurement ``eqmon_internal``.
+
+Errors: 429 and 5xx (and connection failures) raise a retryable SinkError carrying Retry-After;
+400/413/422 split the batch in halves until the bad points are isolated: they go to the
+dead-letter store, every good point is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import http.client
 import logging
-from collections.abc import Mapping, Sequence
+import time
+import urllib.parse
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-
-from influxdb_client import InfluxDBClient, WritePrecision
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.rest import ApiException
-from urllib3.exceptions import HTTPError
+from datetime import UTC, datetime
+from typing import Any
 
 from eqmon.config import InfluxDB
-from eqmon.domain import Quality, Reading
 
 from .errors import SinkError
+from .spool import DeadLetterStore, Row, SpoolBatch
 
 log = logging.getLogger(__name__)
+
+INTERNAL_DEVICE = "_eqmon"  # device id of eqmon's own metrics (not a valid site device id)
+INTERNAL_MEASUREMENT = "eqmon_internal"
+_SPLIT_STATUS = (400, 413, 422)
 
 
 def _esc_key(s: str) -> str:
@@ -40,72 +57,297 @@ def _esc_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def line_for(r: Reading, series: str) -> str:
-    """One line of line protocol; ``series`` is the escaped ``measurement,tags`` prefix."""
-    v = r.value
-    if r.quality is not Quality.GOOD or v is None:
-        field = f"{_esc_key(r.metric + '_quality')}={_esc_str(str(r.quality))}"
-    elif isinstance(v, bool):
-        field = f"{_esc_key(r.metric)}={'true' if v else 'false'}"
-    elif isinstance(v, int | float):
-        field = f"{_esc_key(r.metric)}={float(v)!r}"
-    else:
-        field = f"{_esc_key(r.metric)}={_esc_str(str(v))}"
-    return f"{series} {field} {round(r.ts * 1000)}"
+def series_keys(devices: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+    """device id -> escaped ``measurement,tags`` prefix (tags sorted, as InfluxDB prefers)."""
+    out = {
+        dev: f"{_esc_measurement(kind)},device_id={_esc_key(dev)}" + (f",location={_esc_key(loc)}" if loc else "")
+        for dev, (kind, loc) in devices.items()
+    }
+    out[INTERNAL_DEVICE] = f"{INTERNAL_MEASUREMENT},device_id={INTERNAL_DEVICE}"
+    return out
+
+
+class LineFormatter:
+    """Spool rows -> line protocol, with the ``series field=`` prefix cached per device+metric."""
+
+    def __init__(self, devices: Mapping[str, tuple[str, str]]) -> None:
+        self._series = series_keys(devices)
+        self._prefix: dict[tuple[str, str, bool], str] = {}
+
+    def _make_prefix(self, key: tuple[str, str, bool]) -> str | None:
+        dev, metric, good = key
+        s = self._series.get(dev)
+        if s is None:
+            return None
+        p = f"{s} {_esc_key(metric if good else metric + '_quality')}="
+        self._prefix[key] = p
+        return p
+
+    def line(self, row: Row) -> str | None:
+        """One line, or None for a device that is not in the site (dead-lettered)."""
+        dev, metric, v, ts, q, _ = row
+        good = q == "good" and v is not None
+        key = (dev, metric, good)
+        p = self._prefix.get(key) or self._make_prefix(key)
+        if p is None:
+            return None
+        if not good:
+            return f"{p}{_esc_str(q)} {round(ts * 1000)}"
+        t = type(v)
+        if t is float:
+            return f"{p}{v!r} {round(ts * 1000)}"
+        if t is bool:
+            return f"{p}{'true' if v else 'false'} {round(ts * 1000)}"
+        if t is int:
+            return f"{p}{float(v)!r} {round(ts * 1000)}"
+        return f"{p}{_esc_str(str(v))} {round(ts * 1000)}"
+
+    def lines(self, rows: Sequence[Row]) -> tuple[list[str], list[Row]]:
+        """(lines, rows of unknown devices)."""
+        out: list[str] = []
+        unknown: list[Row] = []
+        prefix = self._prefix
+        for row in rows:
+            dev, metric, v, ts, q, _ = row
+            # fast path: a good float reading of a known series
+            if q == "good" and type(v) is float:
+                p = prefix.get((dev, metric, True))
+                if p is not None:
+                    out.append(f"{p}{v!r} {round(ts * 1000)}")
+                    continue
+            line = self.line(row)
+            if line is None:
+                unknown.append(row)
+            else:
+                out.append(line)
+        return out, unknown
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class InfluxWriter:
+    """One keep-alive HTTP connection posting gzip'd line protocol to /api/v2/write."""
+
+    def __init__(self, url: str, *, org: str, bucket: str, token: str, timeout: float, gzip_level: int = 1) -> None:
+        u = urllib.parse.urlsplit(url)
+        self._https = u.scheme == "https"
+        self._host = u.hostname or "127.0.0.1"
+        self._port = u.port or (443 if self._https else 80)
+        base = u.path.rstrip("/")
+        self._path = f"{base}/api/v2/write?" + urllib.parse.urlencode(
+            {"org": org, "bucket": bucket, "precision": "ms"}
+        )
+        self._headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Encoding": "gzip",
+            "Accept": "application/json",
+        }
+        if token:
+            self._headers["Authorization"] = f"Token {token}"
+        self._timeout = timeout
+        self._level = gzip_level
+        self._conn: http.client.HTTPConnection | None = None
+        self.requests = 0
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self._timeout)
+        return self._conn
+
+    def post(self, body: bytes) -> None:
+        """POST one batch; raise SinkError (retryable) or _BadRequest (split and retry)."""
+        data = zlib.compress(body, self._level, wbits=31)  # gzip
+        conn = self._connection()
+        self.requests += 1
+        try:
+            conn.request("POST", self._path, body=data, headers=self._headers)
+            resp = conn.getresponse()
+            text = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise SinkError(f"InfluxDB unreachable: {exc!r}", retryable=True) from None
+        status = resp.status
+        if resp.will_close:
+            self.close()
+        if 200 <= status < 300:
+            return
+        msg = text[:300].decode("utf-8", "replace")
+        if status in _SPLIT_STATUS:
+            raise _BadRequest(status, msg)
+        retry_after = parse_retry_after(resp.getheader("Retry-After"))
+        retryable = status in (408, 429) or status >= 500
+        raise SinkError(f"InfluxDB answered {status}: {msg}", retryable=retryable, retry_after=retry_after)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class InfluxSink:
-    """Writes readings to InfluxDB v2 (or anything that speaks its write API)."""
+    """Writes spool batches to InfluxDB v2 (or anything that speaks its write API)."""
 
     name = "influxdb"
 
-    def __init__(self, cfg: InfluxDB, devices: Mapping[str, tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        cfg: InfluxDB,
+        devices: Mapping[str, tuple[str, str]],
+        *,
+        dead_letters: DeadLetterStore | None = None,
+        on_dead_letter: Callable[[int], None] | None = None,
+    ) -> None:
         """``devices`` maps device id to (kind, location) for the measurement and tags."""
         self.cfg = cfg
-        self._series = {
-            dev: f"{_esc_measurement(kind)},device_id={_esc_key(dev)}"
-            + (f",location={_esc_key(loc)}" if loc else "")
-            for dev, (kind, loc) in devices.items()
-        }
-        self._client = InfluxDBClient(
-            url=cfg.url, token=cfg.token(), org=cfg.org, timeout=int(cfg.timeout * 1000), enable_gzip=True
-        )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self.formatter = LineFormatter(devices)
+        self.writer = InfluxWriter(cfg.url, org=cfg.org, bucket=cfg.bucket, token=cfg.token(), timeout=cfg.timeout)
+        self.dead_letters = dead_letters
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eqmon-influx")
         self.written = 0
+        self.dead_lettered = 0
 
-    def lines(self, batch: Sequence[Reading]) -> list[str]:
-        series = self._series
-        return [line_for(r, series[r.device_id]) for r in batch if r.device_id in series]
+    def _dead_letter(self, lines: list[str], rows: list[Row] | None, reason: str) -> None:
+        self.dead_lettered += len(lines) if rows is None else len(rows)
+        if self.dead_letters is not None:
+            self.dead_letters.add(self.name, lines, reason, rows)
+        log.error("%s: %d point(s) dead-lettered: %s", self.name, len(lines) or len(rows or ()), reason)
 
-    def _write_sync(self, lines: list[str]) -> None:
+    def _write_lines(self, lines: list[str]) -> None:
+        """Write ``lines``; bisect on 400 until the bad ones are isolated."""
         try:
-            self._write_api.write(
-                bucket=self.cfg.bucket, org=self.cfg.org, record=lines, write_precision=WritePrecision.MS
-            )
-        except ApiException as exc:
-            retry_after = None
-            if exc.headers and exc.headers.get("Retry-After"):
-                try:
-                    retry_after = float(exc.headers["Retry-After"])
-                except ValueError:
-                    retry_after = None
-            retryable = exc.status in (408, 429) or (exc.status or 0) >= 500
-            raise SinkError(
-                f"InfluxDB answered {exc.status}: {(exc.body or exc.reason or '')!s:.200}",
-                retryable=retryable,
-                retry_after=retry_after,
-            ) from None
-        except (HTTPError, OSError) as exc:
-            raise SinkError(f"InfluxDB unreachable: {exc}", retryable=True) from None
+            self.writer.post("\n".join(lines).encode())
+        except _BadRequest as exc:
+            if len(lines) == 1:
+                self._dead_letter(lines, None, f"rejected by the server: {exc}")
+                return
+            mid = len(lines) // 2
+            self._write_lines(lines[:mid])
+            self._write_lines(lines[mid:])
+            return
         self.written += len(lines)
 
-    async def write(self, batch: Sequence[Reading]) -> None:
-        lines = self.lines(batch)
+    def _write_sync(self, rows: list[Row]) -> None:
+        lines, unknown = self.formatter.lines(rows)
+        if unknown:
+            self._dead_letter([], unknown, "device not in the site file")
         if lines:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, lines)
+            self._write_lines(lines)
+
+    async def write(self, batch: SpoolBatch) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, batch.rows)
 
     def close(self) -> None:
+        self._executor.submit(self.writer.close).result()
         self._executor.shutdown(wait=True)
-        self._write_api.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# History from InfluxDB with Flux (influxdb-client's query API)
+
+
+def _flux_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _flux_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class InfluxHistory:
+    """History of one device's metric from InfluxDB, raw or per window (min/mean/max/count),
+    with the same shapes as the embedded store's queries."""
+
+    def __init__(self, cfg: InfluxDB, devices: Mapping[str, tuple[str, str]]) -> None:
+        from influxdb_client import InfluxDBClient
+
+        self.cfg = cfg
+        self._kinds = {dev: kind for dev, (kind, _) in devices.items()}
+        self._client = InfluxDBClient(url=cfg.url, token=cfg.token(), org=cfg.org, timeout=int(cfg.timeout * 1000))
+        self._query = self._client.query_api()
+
+    def _base(self, device_id: str, field: str, since: float, until: float) -> str:
+        kind = self._kinds[device_id]
+        return (
+            f"from(bucket: {_flux_str(self.cfg.bucket)})\n"
+            f"  |> range(start: {_flux_time(since)}, stop: {_flux_time(until)})\n"
+            f"  |> filter(fn: (r) => r._measurement == {_flux_str(kind)} and "
+            f"r.device_id == {_flux_str(device_id)} and "
+            f"(r._field == {_flux_str(field)} or r._field == {_flux_str(field + '_quality')}))"
+        )
+
+    def raw_flux(self, device_id: str, metric: str, since: float, until: float, limit: int) -> str:
+        return self._base(device_id, metric, since, until) + f'\n  |> sort(columns: ["_time"])\n  |> limit(n: {limit})'
+
+    def history(
+        self, device_id: str, metric: str, since: float, until: float, limit: int = 10000
+    ) -> list[tuple[float, Any, str]]:
+        """Raw readings, oldest first: (ts, value, quality)."""
+        out: list[tuple[float, Any, str]] = []
+        for table in self._query.query(self.raw_flux(device_id, metric, since, until, limit), org=self.cfg.org):
+            for rec in table.records:
+                ts = rec.get_time().timestamp()
+                if rec.get_field() == metric:
+                    out.append((ts, rec.get_value(), "good"))
+                else:
+                    out.append((ts, None, str(rec.get_value())))
+        out.sort(key=lambda p: p[0])
+        return out[:limit]
+
+    def aggregate_flux(self, device_id: str, metric: str, since: float, until: float, window: str) -> str:
+        base = (
+            f"from(bucket: {_flux_str(self.cfg.bucket)})\n"
+            f"  |> range(start: {_flux_time(since)}, stop: {_flux_time(until)})\n"
+            f"  |> filter(fn: (r) => r._measurement == {_flux_str(self._kinds[device_id])} and "
+            f"r.device_id == {_flux_str(device_id)} and r._field == {_flux_str(metric)})"
+        )
+        parts = []
+        for fn in ("min", "mean", "max", "count"):
+            parts.append(
+                f"  data |> aggregateWindow(every: {window}, fn: {fn}, createEmpty: false, timeSrc: \"_start\")"
+                f' |> set(key: "agg", value: "{fn}")'
+            )
+        return f"data = {base}\nunion(tables: [\n" + ",\n".join(parts) + "\n])"
+
+    def aggregate(
+        self, device_id: str, metric: str, since: float, until: float, window: str
+    ) -> list[dict[str, float]]:
+        """Per window (start time ``ts``): min, mean, max, count; oldest first."""
+        buckets: dict[float, dict[str, float]] = {}
+        for table in self._query.query(self.aggregate_flux(device_id, metric, since, until, window), org=self.cfg.org):
+            for rec in table.records:
+                ts = rec.get_time().timestamp()
+                agg = rec.values.get("agg")
+                if agg not in ("min", "mean", "max", "count"):
+                    continue
+                buckets.setdefault(ts, {"ts": ts})[agg] = float(rec.get_value())
+        out = [b for _, b in sorted(buckets.items())]
+        for b in out:
+            b["count"] = int(b.get("count", 0))
+        return out
+
+    def close(self) -> None:
         self._client.close()

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from eqmon.state import MonitorState
 
-from .routers import alerts, devices, health
+from .routers import alerts, devices, health, telemetry
 
 STATIC = Path(__file__).parent / "static"
 
@@ -20,6 +20,7 @@ def create_app(state: MonitorState) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(alerts.router)
     app.include_router(health.router)
+    app.include_router(telemetry.router)
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

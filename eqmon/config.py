@@ -325,9 +325,41 @@ class InfluxDB(_Model):
         return os.environ.get(self.token_env, "")
 
 
+# Readings per second assumed for an MQTT device (its rate is not configured) when sizing the
+# spool: one message every 10 s.
+MQTT_ASSUMED_INTERVAL = 10.0
+SPOOL_MIN_READINGS = 100_000
+
+
+class Spool(_Model):
+    """The durable spool between collectors and sinks (collectors/spool.py)."""
+
+    path: str = "spool.sqlite"  # relative to the data directory
+    # Bound in readings (about 100 bytes each on disk). Default: 24 h of the site's rate
+    # (Modbus registers / interval, MQTT fields every 10 s), at least 100,000.
+    max_readings: int | None = Field(default=None, ge=1)
+    # reject: accept() raises SpoolFull (MQTT is not acknowledged, Modbus readings are counted as
+    # lost); drop_oldest: the oldest spooled readings are deleted, counted and logged.
+    full_policy: Literal["reject", "drop_oldest"] = "reject"
+    warn_at: float = Field(default=0.8, gt=0, le=1)  # fill level raising a warning alert
+
+    def capacity(self, site: Site) -> int:
+        if self.max_readings is not None:
+            return self.max_readings
+        rate = 0.0
+        for d in site.devices:
+            if isinstance(d, ModbusDevice):
+                rate += len(d.registers) / max(d.interval, 0.001)
+            else:
+                rate += max(len(d.fields), 1) / MQTT_ASSUMED_INTERVAL
+        return max(SPOOL_MIN_READINGS, int(rate * 86400))
+
+
 class Telemetry(_Model):
     embedded: EmbeddedStore | None = EmbeddedStore()
     influxdb: InfluxDB | None = None
+    spool: Spool = Spool()
+    self_metrics_interval: Duration = 60.0  # eqmon_internal points to the sinks; 0: never
 
 
 class ThresholdRule(_Model):

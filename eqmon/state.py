@@ -28,6 +28,11 @@ class MonitorState:
     latest: dict[str, dict[str, Reading]] = field(default_factory=dict)
     counters: dict[str, Callable[[], float]] = field(default_factory=dict)
     started_at: float = 0.0
+    # telemetry: the history source (embedded store or InfluxDB reader), the dead-letter store
+    # and the Prometheus text of the self-metrics
+    history: Any = None
+    dead_letters: Any = None
+    metrics_text: Callable[[], str] | None = None
 
     def record(self, readings: list[Reading]) -> None:
         for r in readings:

@@ -1,0 +1,404 @@
+"""The durable telemetry spool: the write-ahead log between collectors and sinks.
+
+Format: one SQLite file in WAL mode with ``synchronous=FULL`` (every commit fsyncs the WAL).
+Why SQLite rather than hand-written segment files: crash recovery (a torn write at SIGKILL or
+power loss), atomic cursor updates, and deletion of confirmed entries come for free and are
+well tested; the cost of a transaction is one fsync, which group commit spreads over every
+``accept()`` waiting at that moment. Each ``put()`` becomes one row (an *entry*): the readings of
+one call, encoded as a compact JSON array of ``[device_id, metric, value, ts, quality, unit]``
+(JSON keeps bool, int, float, str and None apart and round-trips floats exactly, so a re-sent
+reading is bit-identical). Rows are numbered by ``seq`` (INTEGER PRIMARY KEY: the append order).
+
+Group commit: ``put()`` hands its readings to one writer thread and waits; the writer takes
+everything queued, inserts it in one transaction, commits (fsync) and only then wakes the
+waiting callers. Many small concurrent calls cost one fsync together.
+
+Sinks: every sink has a cursor (the last ``seq`` it confirmed), stored in the same file.
+``read()`` returns entries after a cursor, in order; ``confirm()`` moves the cursor; an entry is
+deleted once every registered sink has confirmed it.
+
+Bound and full policy: the spool holds at most ``max_readings`` readings. When a put would
+exceed it, the policy decides (both count and log, nothing vanishes silently):
+
+* ``reject`` (default): ``put()`` raises :class:`SpoolFull` and nothing of that call is stored.
+  The MQTT collector then does not acknowledge the message, so the broker keeps it; a Modbus poll
+  counts its readings as lost (``Service``). The oldest data, which sinks still need, is kept.
+* ``drop_oldest``: the oldest entries are deleted (counted in ``dropped_oldest``, logged once per
+  episode) to make room; newest data wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from eqmon.domain import Quality, Reading
+
+from .errors import SpoolFull
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    accepted_at REAL NOT NULL,
+    n INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    sink TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+"""
+
+_QUALITY = {str(q): q for q in Quality}
+
+Row = list  # [device_id, metric, value, ts, quality, unit], as stored
+
+
+def encode(readings: Sequence[Reading]) -> str:
+    return json.dumps(
+        [[r.device_id, r.metric, r.value, r.ts, str(r.quality), r.unit] for r in readings],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def to_reading(row: Row) -> Reading:
+    return Reading(row[0], row[1], row[2], row[3], _QUALITY[row[4]], row[5])
+
+
+@dataclass(slots=True)
+class SpoolBatch:
+    """Consecutive spool entries handed to a sink: ``rows`` in spool order."""
+
+    first_seq: int
+    last_seq: int
+    rows: list[Row]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def readings(self) -> list[Reading]:
+        return [to_reading(r) for r in self.rows]
+
+
+class Spool:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_readings: int = 10_000_000,
+        full_policy: str = "reject",
+        sinks: Iterable[str] = (),
+    ) -> None:
+        if full_policy not in ("reject", "drop_oldest"):
+            raise ValueError(f"unknown full policy {full_policy!r}")
+        self.path = path
+        self.max_readings = max_readings
+        self.full_policy = full_policy
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._connect()
+        self._db.executescript(_SCHEMA)
+        self._sinks = list(sinks)
+        with self._db:
+            known = {s for (s,) in self._db.execute("SELECT sink FROM cursors")}
+            first = self._db.execute("SELECT MIN(seq) - 1 FROM entries").fetchone()[0]
+            if first is None:  # empty: start after the highest seq ever confirmed
+                first = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM cursors").fetchone()[0]
+            for s in self._sinks:
+                if s not in known:
+                    self._db.execute("INSERT INTO cursors VALUES (?, ?)", (s, first))
+            for s in known - set(self._sinks):
+                log.warning("spool: sink %r is no longer configured; forgetting its cursor", s)
+                self._db.execute("DELETE FROM cursors WHERE sink=?", (s,))
+        self._cursors: dict[str, int] = dict(self._db.execute("SELECT sink, seq FROM cursors").fetchall())
+        self.depth = 0  # readings in the spool
+        self._last_seq = 0
+        self._reload_locked()
+        self._trim_locked()
+        # counters
+        self.accepted = 0
+        self.rejected_full = 0
+        self.dropped_oldest = 0
+        self.commits = 0
+        self.commit_seconds = 0.0
+        self._full_logged = False
+        # group commit
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._queue: list[tuple[list[Reading], Future[int]]] = []
+        self._closed = False
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._writer = threading.Thread(target=self._write_loop, name="eqmon-spool-writer", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def put_nowait(self, readings: Sequence[Reading]) -> Future[int]:
+        """Queue readings for the next group commit; the future resolves (to the entry's seq)
+        once they are fsync'd, or fails with SpoolFull."""
+        fut: Future[int] = Future()
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("spool is closed")
+            self._queue.append((list(readings), fut))
+            self._cv.notify()
+        return fut
+
+    async def put(self, readings: Sequence[Reading]) -> int:
+        """Durably store readings; returns once they are on disk. Raises SpoolFull."""
+        return await asyncio.wrap_future(self.put_nowait(readings))
+
+    def put_sync(self, readings: Sequence[Reading]) -> int:
+        return self.put_nowait(readings).result()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if not self._queue and self._closed:
+                    return
+                work, self._queue = self._queue, []
+            try:
+                self._commit(work)
+            except Exception as exc:  # disk full, I/O error: every waiting caller learns it
+                log.exception("spool commit failed")
+                for _, fut in work:
+                    if not fut.done():
+                        fut.set_exception(exc)
+
+    def _commit(self, work: list[tuple[list[Reading], Future[int]]]) -> None:
+        t0 = time.perf_counter()
+        now = time.time()
+        rows = []
+        results: list[tuple[Future[int], int | BaseException]] = []
+        db = self._db
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for readings, fut in work:
+                    n = len(readings)
+                    if n == 0:
+                        results.append((fut, self._last_seq))
+                        continue
+                    if self.depth + n > self.max_readings:
+                        if self.full_policy == "drop_oldest" and n <= self.max_readings:
+                            self._drop_oldest_locked(self.depth + n - self.max_readings)
+                        else:
+                            self.rejected_full += n
+                            if not self._full_logged:
+                                self._full_logged = True
+                                log.error(
+                                    "telemetry spool full (%d of %d readings): rejecting new readings "
+                                    "(counted in rejected_full) until sinks catch up",
+                                    self.depth, self.max_readings,
+                                )
+                            results.append((fut, SpoolFull(f"telemetry spool full ({self.depth} readings)")))
+                            continue
+                    self._last_seq += 1
+                    rows.append((self._last_seq, now, n, encode(readings)))
+                    self.depth += n
+                    self.accepted += n
+                    results.append((fut, self._last_seq))
+                if rows:
+                    db.executemany("INSERT INTO entries VALUES (?,?,?,?)", rows)
+                db.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'd here
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._reload_locked()
+                raise
+        self.commits += 1
+        self.commit_seconds += time.perf_counter() - t0
+        for fut, res in results:
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+
+    def _reload_locked(self) -> None:
+        row = self._db.execute("SELECT COALESCE(SUM(n), 0), COALESCE(MAX(seq), 0) FROM entries").fetchone()
+        # seq never goes back, even when every entry was deleted: cursors remember the highest.
+        self.depth, self._last_seq = int(row[0]), max(int(row[1]), *self._cursors.values(), 0)
+
+    def _drop_oldest_locked(self, need: int) -> None:
+        dropped = 0
+        last = 0
+        for seq, n in self._db.execute("SELECT seq, n FROM entries ORDER BY seq"):
+            if dropped >= need:
+                break
+            dropped += n
+            last = seq
+        if last:
+            self._db.execute("DELETE FROM entries WHERE seq <= ?", (last,))
+            self.depth -= dropped
+            if self.dropped_oldest == 0 or not self._full_logged:
+                log.error(
+                    "telemetry spool full: dropped the oldest %d readings (policy drop_oldest, counted)",
+                    dropped,
+                )
+                self._full_logged = True
+            self.dropped_oldest += dropped
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        db = getattr(self._readers, "db", None)
+        if db is None:
+            db = self._readers.db = self._connect()
+            with self._lock:
+                self._reader_conns.append(db)
+        return db
+
+    def cursor(self, sink: str) -> int:
+        return self._cursors[sink]
+
+    def read(self, sink: str, max_readings: int, after: int | None = None) -> SpoolBatch | None:
+        """Entries after ``sink``'s cursor (or after seq ``after``, to read ahead), whole
+        entries, up to about ``max_readings`` readings (at least one entry). None when there
+        is nothing more."""
+        if after is None:
+            after = self._cursors[sink]
+        db = self._reader()
+        rows: list[Row] = []
+        first = last = 0
+        cur = db.execute("SELECT seq, body FROM entries WHERE seq > ? ORDER BY seq", (after,))
+        try:
+            for seq, body in cur:
+                if not first:
+                    first = seq
+                rows.extend(json.loads(body))
+                last = seq
+                if len(rows) >= max_readings:
+                    break
+        finally:
+            cur.close()
+        if not first:
+            return None
+        return SpoolBatch(first, last, rows)
+
+    def pending(self, sink: str) -> int:
+        """Readings not yet confirmed by ``sink``."""
+        db = self._reader()
+        return int(
+            db.execute("SELECT COALESCE(SUM(n), 0) FROM entries WHERE seq > ?", (self._cursors[sink],)).fetchone()[0]
+        )
+
+    def confirm(self, sink: str, seq: int) -> None:
+        """``sink`` has written everything up to ``seq``: move its cursor (durably) and delete
+        the entries that every sink has confirmed."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("UPDATE cursors SET seq=? WHERE sink=? AND seq < ?", (seq, sink, seq))
+                self._cursors[sink] = max(self._cursors[sink], seq)
+                self._trim_locked()
+                db.execute("COMMIT")
+                if self._full_logged and self.depth < 0.9 * self.max_readings:
+                    log.info("telemetry spool has room again (%d readings)", self.depth)
+                    self._full_logged = False
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._reload_locked()
+                raise
+
+    def _trim_locked(self) -> None:
+        upto = min(self._cursors.values()) if self._cursors else self._last_seq
+        row = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM entries WHERE seq <= ?", (upto,)).fetchone()
+        if row[0]:
+            self._db.execute("DELETE FROM entries WHERE seq <= ?", (upto,))
+            self.depth -= int(row[0])
+
+    def oldest_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest entry still in the spool was accepted (0 when empty)."""
+        row = self._reader().execute("SELECT accepted_at FROM entries ORDER BY seq LIMIT 1").fetchone()
+        if row is None:
+            return 0.0
+        return max(0.0, (now if now is not None else time.time()) - row[0])
+
+    @property
+    def fill(self) -> float:
+        return self.depth / self.max_readings if self.max_readings else 0.0
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._writer.join()
+        with self._lock:
+            for c in self._reader_conns:
+                c.close()
+            self._reader_conns.clear()
+            self._db.close()
+
+
+_DEAD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    sink TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    line TEXT,
+    reading TEXT
+);
+"""
+
+
+class DeadLetterStore:
+    """Points a sink could never write (the server rejects them as malformed), kept for people
+    to inspect: a SQLite table in the data directory, listed by the API. Never read back into
+    the data path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_DEAD_SCHEMA)
+
+    def add(self, sink: str, lines: Sequence[str], reason: str, rows: Sequence[Row] | None = None) -> None:
+        now = time.time()
+        if rows is not None:
+            items = [(now, sink, reason, None, json.dumps(r)) for r in rows]
+        else:
+            items = [(now, sink, reason, line, None) for line in lines]
+        with self._lock, self._db:
+            self._db.executemany("INSERT INTO dead_letters (at, sink, reason, line, reading) VALUES (?,?,?,?,?)", items)
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+    def list(self, limit: int = 1000) -> list[dict[str, object]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, at, sink, reason, line, reading FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [
+            {"id": i, "at": at, "sink": s, "reason": r, "line": line, "reading": json.loads(rd) if rd else None}
+            for i, at, s, r, line, rd in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
