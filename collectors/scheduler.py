@@ -13,12 +13,21 @@ that starts the polls of its devices as independent asyncio tasks and returns at
   slot fires is skipped (counted in ``skipped``), which is also how late polls are coalesced —
   the slot jobs themselves run with ``max_instances=1`` and ``coalesce=True``;
 * a failure of the hand-off (``on_readings`` raising, e.g. a full spool) is counted and logged
-  once per episode; polling goes on.
+  once per episode; polling goes on;
+* no garbage-collector pauses in the schedule: everything built before ``start()`` (site file,
+  plans, compiled decoders, connections) lives as long as the service, and at thousands of devices
+  it is about a million objects, which every full collection of CPython's cyclic GC walks —
+  a 200–300 ms pause at 2,000 devices, the whole p99 lateness tail (docs/performance.md). So
+  ``start()`` collects once and freezes what is left (``gc.freeze()``), and freezes again once
+  the first round of polls is over, for the connections it opened (no collection then: a freeze
+  costs nothing, and objects are still freed by reference counting); ``stop()`` unfreezes. The
+  collections that remain only walk what polling itself allocates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,11 +63,15 @@ class PollScheduler:
         rng: random.Random | None = None,
         slot_s: float = DEFAULT_SLOT_S,
         record_lateness: bool = False,
+        freeze_gc: bool = True,
     ) -> None:
         self._pollers = list(pollers)
         self._on_readings = on_readings
         self._rng = rng or random.Random()
         self._slot_s = slot_s
+        self._freeze_gc = freeze_gc
+        self._frozen = False
+        self._refreeze: asyncio.TimerHandle | None = None
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self.polls = 0  # polls started
         self.failures = 0  # polls that failed (DeviceHealth logs the changes of state)
@@ -148,9 +161,16 @@ class PollScheduler:
 
     def start(self) -> None:
         self.slots = self._build_slots()
+        if self._freeze_gc:
+            gc.collect()  # so that no garbage is frozen with the rest
+            gc.freeze()
+            self._frozen = True
         loop = asyncio.get_running_loop()
         # One origin for loop time (lateness) and wall time (APScheduler's triggers).
         self._origin = loop.time() + 0.05
+        if self._frozen and self.slots:
+            first_round = max(s.interval for s in self.slots) + 1.0
+            self._refreeze = loop.call_at(self._origin + first_round, gc.freeze)
         wall0 = datetime.now(UTC) + timedelta(seconds=self._origin - loop.time())
         for i, slot in enumerate(self.slots):
             self._scheduler.add_job(
@@ -169,7 +189,12 @@ class PollScheduler:
     async def stop(self) -> None:
         """Stop scheduling, then let polls under way finish and hand their readings on."""
         self._stopping = True
+        if self._refreeze is not None:
+            self._refreeze.cancel()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         if self._running:
             await asyncio.wait(list(self._running), timeout=30)
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()
