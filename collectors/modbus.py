@@ -105,57 +105,111 @@ def decode_bits(reg: Register, words: Sequence[int]) -> list[tuple[str, bool]]:
 Decoder = Callable[[list[int], float, list[Reading]], None]
 
 
+# 1/scale for which ``v / inv`` equals ``round(v * scale, 9)`` for every 16-bit value v, signed
+# or unsigned (checked exhaustively): the common ×0.1, ×0.01 … scales decode by one division.
+_EXACT_DIVISORS = frozenset({2, 4, 5, 8, 10, 20, 25, 40, 50, 100, 1000, 10000})
+
+
+def _divisor(reg: Register) -> int | None:
+    if reg.offset != 0.0 or reg.scale in (0.0, 1.0):
+        return None
+    inv = round(1 / reg.scale)
+    return inv if inv in _EXACT_DIVISORS and 1 / inv == reg.scale else None
+
+
 def compile_register(device_id: str, reg: Register, index: int) -> Decoder:
-    """A decoder for ``reg`` at ``index`` in its read, specialised once at start-up: the common
-    16-bit cases skip the generic byte shuffling (this runs for every register of every poll)."""
+    """A decoder for ``reg`` at ``index`` in its read, specialised once at start-up (this runs
+    for every register of every poll): 16-bit registers skip all byte shuffling and the common
+    decimal scales divide instead of multiply-and-round; 32/64-bit numbers are packed straight
+    from the words in the register's order and unpacked once. The result is the same as
+    :func:`decode_register` (and the same readings), only cheaper."""
     n = reg.words
     sentinels = frozenset(reg.sentinels)
     unit, name = reg.unit, reg.name
     bits = sorted(reg.bits.items())
     good, bad = Quality.GOOD, Quality.BAD
-    simple16 = reg.data_type in ("int16", "uint16") and not reg.enum and reg.type in ("holding", "input")
-    scaled = reg.scale != 1.0 or reg.offset != 0.0
-    scale, offset, signed = reg.scale, reg.offset, reg.data_type == "int16"
+    R = Reading
+    table_bits = reg.type in ("coil", "discrete_input")
+    scale, offset = reg.scale, reg.offset
+    scaled = scale != 1.0 or offset != 0.0
 
-    if simple16 and not bits:
-        swap = reg.order in ("BADC", "DCBA")
+    if table_bits or reg.data_type == "bool":
+        bit = 0 if table_bits else (reg.bit or 0)
+
+        def decode_bit(words: list[int], ts: float, out: list[Reading]) -> None:
+            out.append(R(device_id, name, bool((words[index] >> bit) & 1), ts, good, unit))
+
+        return decode_bit
+
+    if reg.data_type == "string":
+
+        def decode_string(words: list[int], ts: float, out: list[Reading]) -> None:
+            chunk = words[index : index + n]
+            if sentinels and raw_value(chunk, reg.order) in sentinels:
+                out.append(R(device_id, name, None, ts, bad, unit))
+                return
+            out.append(R(device_id, name, decode_register(reg, chunk), ts, good, unit))
+
+        return decode_string
+
+    swap = reg.order in ("BADC", "DCBA")  # bytes swapped inside each word
+    reverse = reg.order in ("CDAB", "DCBA")  # least significant word first
+    enum = reg.enum
+
+    if reg.data_type in ("int16", "uint16") and not enum and not bits:
+        signed = reg.data_type == "int16"
+        inv = _divisor(reg)
 
         def decode16(words: list[int], ts: float, out: list[Reading]) -> None:
             w = words[index]
             if swap:
                 w = ((w & 0xFF) << 8) | (w >> 8)
             if w in sentinels:
-                out.append(Reading(device_id, name, None, ts, bad, unit))
+                out.append(R(device_id, name, None, ts, bad, unit))
                 return
             v: float | int = w - 0x10000 if signed and w & 0x8000 else w
-            if scaled:
+            if inv is not None:
+                v = v / inv
+            elif scaled:
                 v = round(v * scale + offset, 9)
-            out.append(Reading(device_id, name, v, ts, good, unit))
+            out.append(R(device_id, name, v, ts, good, unit))
 
         return decode16
 
-    if reg.type in ("coil", "discrete_input") or reg.data_type == "bool":
-        bit = 0 if reg.type in ("coil", "discrete_input") else (reg.bit or 0)
+    # Numbers of 1, 2 or 4 words, with enums and named bits: the words of the register, most
+    # significant first, packed into its big-endian bytes ('<' packing swaps each word's bytes).
+    pack = struct.Struct(("<" if swap else ">") + "H" * n).pack
+    unpack = struct.Struct(_STRUCT[reg.data_type]).unpack
+    at = [index + k for k in range(n)]
+    if reverse:
+        at.reverse()
+    i0, i1, i2, i3 = (at + [0, 0, 0])[:4]
+    from_bytes = int.from_bytes
+    need_raw = bool(sentinels or bits)
 
-        def decode_bit(words: list[int], ts: float, out: list[Reading]) -> None:
-            out.append(Reading(device_id, name, bool((words[index] >> bit) & 1), ts, good, unit))
-
-        return decode_bit
-
-    def decode_any(words: list[int], ts: float, out: list[Reading]) -> None:
-        chunk = words[index : index + n]
-        if sentinels and raw_value(chunk, reg.order) in sentinels:
-            out.append(Reading(device_id, name, None, ts, bad, unit))
+    def decode_number(words: list[int], ts: float, out: list[Reading]) -> None:
+        if n == 1:
+            b = pack(words[i0])
+        elif n == 2:
+            b = pack(words[i0], words[i1])
+        else:
+            b = pack(words[i0], words[i1], words[i2], words[i3])
+        raw = from_bytes(b, "big") if need_raw else 0
+        if raw in sentinels:
+            out.append(R(device_id, name, None, ts, bad, unit))
             for _, metric in bits:
-                out.append(Reading(device_id, metric, None, ts, bad, ""))
+                out.append(R(device_id, metric, None, ts, bad, ""))
             return
-        out.append(Reading(device_id, name, decode_register(reg, chunk), ts, good, unit))
-        if bits:
-            raw = raw_value(chunk, reg.order)
-            for bit_no, metric in bits:
-                out.append(Reading(device_id, metric, bool((raw >> bit_no) & 1), ts, good, ""))
+        value = unpack(b)[0]
+        if enum:
+            value = enum.get(value, f"unknown_{value}")
+        elif scaled:
+            value = round(value * scale + offset, 9)
+        out.append(R(device_id, name, value, ts, good, unit))
+        for bit_no, metric in bits:
+            out.append(R(device_id, metric, bool((raw >> bit_no) & 1), ts, good, ""))
 
-    return decode_any
+    return decode_number
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,9 +499,13 @@ class ModbusPoller:
             return []
         dev = self.device
         readings: list[Reading] = []
+        read, unit_id = self.connection.read, dev.unit_id
         try:
             for req, decoders in self._steps:
-                words = await self._read(req, start)
+                try:
+                    words = await read(req, unit_id)
+                except ModbusReadError as exc:
+                    words = await self._retry(req, start, exc)
                 ts = self._clock()
                 for decode in decoders:
                     decode(words, ts, readings)
@@ -465,22 +523,25 @@ class ModbusPoller:
         self.health.success(self._clock())
         return readings
 
-    async def _read(self, req: ReadRequest, start: float) -> list[int]:
+    async def _retry(self, req: ReadRequest, start: float, exc: ModbusReadError) -> list[int]:
+        """After a failed read: retry what may succeed, with backoff and jitter, within the
+        poll's interval; raise the last error otherwise."""
         dev = self.device
         attempt = 0
         while True:
+            if not exc.transient or attempt >= dev.retries:
+                raise exc
+            delay = dev.backoff * (2**attempt) * self._rng.uniform(0.5, 1.5)
+            # Never past the interval: the next poll is due then.
+            if time.monotonic() + delay + dev.timeout > start + dev.interval:
+                raise exc
+            attempt += 1
+            self.retries += 1
+            await asyncio.sleep(delay)
             try:
                 return await self.connection.read(req, dev.unit_id)
-            except ModbusReadError as exc:
-                if not exc.transient or attempt >= dev.retries:
-                    raise
-                delay = dev.backoff * (2**attempt) * self._rng.uniform(0.5, 1.5)
-                # Never past the interval: the next poll is due then.
-                if time.monotonic() + delay + dev.timeout > start + dev.interval:
-                    raise
-                attempt += 1
-                self.retries += 1
-                await asyncio.sleep(delay)
+            except ModbusReadError as again:
+                exc = again
 
 
 class ModbusCollector:
