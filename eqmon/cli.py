@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -30,6 +31,19 @@ def _setup_logging(verbose: bool) -> None:
     for noisy in ("pymodbus", "apscheduler", "amqtt", "transitions", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
     logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)
+
+
+def _loop_factory():  # type: ignore[no-untyped-def]
+    """The event loop: uvloop when it is installed (pymodbus's request costs far less CPU on it,
+    which decides how many Modbus devices one core can poll; docs/performance.md), asyncio's own
+    loop otherwise or when EQMON_EVENT_LOOP=asyncio."""
+    if os.environ.get("EQMON_EVENT_LOOP", "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _load(path: str) -> Site:
@@ -197,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check_config(args)
     _setup_logging(args.verbose)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
-    return asyncio.run(runner(args))
+    with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
+        return loop_runner.run(runner(args))
 
 
 if __name__ == "__main__":
