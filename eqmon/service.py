@@ -144,6 +144,7 @@ class Service:
             clock=clock,
             history=history,
             dead_letters=self.dead_letters,
+            mqtt=self.mqtt,
         )
         self.state.metrics_text = self.metrics_text
         self.readings_in = 0
@@ -371,6 +372,16 @@ class Service:
         for s in self.sinks:
             out.append(f'eqmon_sink_write_seconds_sum{{sink="{s.name}"}} {s.write_seconds!r}')
             out.append(f'eqmon_sink_write_seconds_count{{sink="{s.name}"}} {float(s.batches)!r}')
+        if self.mqtt is not None:
+            m = self.mqtt
+            metric("eqmon_mqtt_messages_total", "counter", "MQTT messages whose readings were handed on.",
+                   [("", m.messages)])
+            metric("eqmon_mqtt_bad_messages_total", "counter", "MQTT messages that could not become readings, by reason.",
+                   [(f'{{reason="{r}"}}', n) for r, n in sorted(m.bad_payloads.items())] or [('{reason="none"}', 0)])
+            metric("eqmon_mqtt_redelivered_total", "counter", "MQTT messages the broker sent again (DUP).",
+                   [("", m.duplicates_redelivered)])
+            metric("eqmon_mqtt_connected", "gauge", "1 while connected to the MQTT broker.", [("", int(m.connected))])
+            metric("eqmon_mqtt_connects_total", "counter", "Successful MQTT connections.", [("", m.connects)])
         out.append("# HELP eqmon_accept_seconds Latency of accept() (spool group commit).")
         out.append("# TYPE eqmon_accept_seconds summary")
         out.append(f"eqmon_accept_seconds_sum {self.accept_seconds!r}")

@@ -33,6 +33,7 @@ class MonitorState:
     history: Any = None
     dead_letters: Any = None
     metrics_text: Callable[[], str] | None = None
+    mqtt: Any = None  # the MQTT collector (bad-message counts and dead letters), if any
 
     def record(self, readings: list[Reading]) -> None:
         for r in readings:

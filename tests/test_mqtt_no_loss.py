@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as paho
 import pytest
 import yaml
@@ -269,7 +270,14 @@ def test_flood_of_malformed_payloads_among_good_ones(tmp_path: Path) -> None:
                 assert service.mqtt is not None
                 await wait_until(lambda: sum(service.mqtt.bad_payloads.values()) >= feeder.sent_bad, 10, "bad ones counted")  # type: ignore[union-attr]
                 counts = dict(service.mqtt.bad_payloads)
-                letters = [d.as_dict() for d in service.mqtt.dead_letters]
+                async with httpx.AsyncClient(base_url=service.api_url) as api:
+                    body = (await api.get("/api/v1/mqtt/dead-letters", params={"limit": 5})).json()
+                    metrics = (await api.get("/metrics")).text
+                assert body["counts"] == counts
+                letters = body["items"]
+                assert len(letters) == 5
+                for reason, n in counts.items():
+                    assert f'eqmon_mqtt_bad_messages_total{{reason="{reason}"}} {float(n)!r}' in metrics
             finally:
                 await service.stop()
             return feeder, counts, letters
@@ -283,4 +291,4 @@ def test_flood_of_malformed_payloads_among_good_ones(tmp_path: Path) -> None:
     # four kinds of bad message, in turn: truncated JSON, a text timestamp, a missing field, an array
     assert set(counts) == {"invalid_json", "wrong_type", "missing_field"}
     assert counts["wrong_type"] == pytest.approx(feeder.sent_bad / 2, abs=1)
-    assert letters and letters[-1]["topic"] == TOPIC and letters[-1]["reason"] in counts
+    assert all(d["topic"] == TOPIC and d["reason"] in counts and d["payload"] for d in letters)

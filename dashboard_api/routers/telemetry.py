@@ -27,3 +27,15 @@ def dead_letters(state: StateDep, limit: int = Query(1000, ge=1, le=100000)) -> 
     if state.dead_letters is None:
         return {"count": 0, "items": []}
     return {"count": state.dead_letters.count(), "items": state.dead_letters.list(limit)}
+
+
+@router.get("/api/v1/mqtt/dead-letters")
+def mqtt_dead_letters(state: StateDep, limit: int = Query(100, ge=1, le=10000)) -> dict[str, Any]:
+    """MQTT messages that could not become readings: counts by reason (since start) and the
+    newest raw messages kept (a bounded list, `mqtt.dead_letters` in the site file)."""
+    m = state.mqtt
+    if m is None:
+        return {"counts": {}, "items": []}
+    items = [d.as_dict() for d in list(m.dead_letters)[-limit:]]
+    items.reverse()
+    return {"counts": dict(m.bad_payloads), "items": items}
