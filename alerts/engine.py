@@ -31,6 +31,7 @@ from eqmon.domain import (
 log = logging.getLogger(__name__)
 
 OFFLINE_RULE_ID = "device-offline"
+MISCONFIGURED_RULE_ID = "device-misconfigured"
 
 
 @dataclass(slots=True)
@@ -91,17 +92,32 @@ class AlertEngine:
                 self._evaluate(rule, r.device_id, float(r.value), r.ts)
 
     def on_status(self, event: DeviceStatusEvent) -> None:
-        key = (OFFLINE_RULE_ID, event.device_id)
-        if event.state == DeviceState.OFFLINE and key not in self._active:
-            dev = self._devices[event.device_id]
+        """Offline or stale (silent) devices raise "device offline"; a device that rejects our
+        requests raises "device misconfigured"; both resolve when the device is back online."""
+        dev = self._devices.get(event.device_id)
+        if dev is None:
+            return
+        offline = (OFFLINE_RULE_ID, event.device_id)
+        misconfigured = (MISCONFIGURED_RULE_ID, event.device_id)
+        where = f"{dev.display_name}{self._where(dev)}"
+        since = self._clock_time(event.ts)
+        if event.state in (DeviceState.OFFLINE, DeviceState.STALE) and offline not in self._active:
+            what = "not responding" if event.state == DeviceState.OFFLINE else "silent (no data)"
             msg = (
-                f"WARNING {dev.display_name}{self._where(dev)}: not responding since "
-                f"{self._clock_time(event.ts)} ({event.reason}); check its power and network "
-                f"cable, then call Facilities"
+                f"WARNING {where}: {what} since {since} ({event.reason}); "
+                f"check its power and network cable, then call Facilities"
             )
-            self._raise(key, Severity.WARNING, "", msg, event.ts, None)
-        elif event.state == DeviceState.ONLINE and key in self._active:
-            self._resolve(key, event.ts)
+            self._raise(offline, Severity.WARNING, "", msg, event.ts, None)
+        elif event.state == DeviceState.MISCONFIGURED and misconfigured not in self._active:
+            msg = (
+                f"WARNING {where}: rejects eqmon's requests since {since} ({event.reason}); "
+                f"its readings are missing — ask the integrator to check its register map"
+            )
+            self._raise(misconfigured, Severity.WARNING, "", msg, event.ts, None)
+        elif event.state == DeviceState.ONLINE:
+            for key in (offline, misconfigured):
+                if key in self._active:
+                    self._resolve(key, event.ts)
 
     def tick(self, now: float) -> None:
         """Raise alerts whose ``for`` elapsed although no new reading arrived since."""

@@ -123,3 +123,16 @@ def test_open_alerts_survive_a_restart() -> None:
         e.on_readings(temp("fridge-1", 9.0, minute))
     restarted = AlertEngine(SITE, active=e.active())
     assert [a.id for a in restarted.active()] == [changes[0].id]
+
+
+def test_misconfigured_and_stale_devices_raise_and_resolve() -> None:
+    e, changes = engine()
+    e.on_status(DeviceStatusEvent("fridge-2", DeviceState.MISCONFIGURED, T0, "exception 0x02 (illegal data address)"))
+    e.on_status(DeviceStatusEvent("shelf-gloves", DeviceState.STALE, T0, "nothing received for 700 s"))
+    assert [(c.rule_id, c.device_id) for c in changes] == [
+        ("device-misconfigured", "fridge-2"), ("device-offline", "shelf-gloves")]
+    assert "register map" in changes[0].message and "silent (no data)" in changes[1].message
+    e.on_status(DeviceStatusEvent("fridge-2", DeviceState.ONLINE, T0 + 60))
+    e.on_status(DeviceStatusEvent("shelf-gloves", DeviceState.ONLINE, T0 + 60))
+    assert [c.state for c in changes[2:]] == [AlertState.RESOLVED, AlertState.RESOLVED]
+    assert e.active() == []
