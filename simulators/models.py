@@ -157,8 +157,71 @@ def protocol_fault(bank: RegisterBank, fault: str, params: dict[str, Any]) -> No
         raise ValueError(f"unknown protocol fault {fault!r}; expected one of {PROTOCOL_FAULTS}")
 
 
-class ThermalModel:
+class ModelFaults:
+    """The model faults every equipment model takes: drift of its main metric toward a target,
+    a stuck main register, the sensor-failure sentinel, fault bits, and clear. A model sets
+    ``metric`` and ``drift_rate_default`` (per minute) and implements ``_stuck_word()``."""
+
+    metric = "temperature_c"
+    drift_rate_default = 1.0
+    fault_bit_default = BIT_FAULT
+
+    def _init_faults(self) -> None:
+        self.drift: tuple[float, float] | None = None  # (target, units per second)
+        self.stuck_word: int | None = None
+        self.sentinel = False
+        self.fault_bits = 0
+
+    def _stuck_word(self) -> int:
+        raise NotImplementedError
+
+    def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
+        """Apply a model fault: drift, stuck, sentinel, fault_bit or clear."""
+        params = dict(params or {})
+        if fault == "drift":
+            metric = params.get("metric", self.metric)
+            if metric != self.metric:
+                raise ValueError(f"drift supports metric {self.metric} only, got {metric!r}")
+            target = _num(params, "target")
+            rate = _num(params, "rate_per_min", self.drift_rate_default)
+            if rate <= 0:
+                raise ValueError("drift needs rate_per_min > 0")
+            self.drift = (target, rate / 60.0)
+        elif fault == "stuck":
+            self.stuck_word = self._stuck_word()
+        elif fault == "sentinel":
+            self.sentinel = True
+        elif fault == "fault_bit":
+            bit = params.get("bit", self.fault_bit_default)
+            if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 15:
+                raise ValueError(f"fault_bit needs bit 0..15, got {bit!r}")
+            self.fault_bits |= 1 << bit
+        elif fault == "clear":
+            self._init_faults()
+        else:
+            raise ValueError(f"unknown model fault {fault!r}; expected one of {MODEL_FAULTS}")
+
+    @property
+    def active_faults(self) -> list[str]:
+        out = []
+        if self.drift is not None:
+            out.append(f"drift to {self.drift[0]:g}")
+        if self.stuck_word is not None:
+            out.append("stuck")
+        if self.sentinel:
+            out.append("sentinel")
+        if self.fault_bits:
+            out.append(f"fault bits 0x{self.fault_bits:04X}")
+        return out
+
+
+class ThermalModel(ModelFaults):
     """A thermostatic cabinet (refrigerator, freezer, warmer) with faults."""
+
+    drift_rate_default = 0.1
+
+    def _stuck_word(self) -> int:
+        return self.temperature_word(unfrozen=True)
 
     def __init__(self, kind: str, rng: random.Random, params: dict[str, Any] | None = None) -> None:
         if kind not in SPECS:
@@ -202,11 +265,7 @@ class ThermalModel:
             self.next_defrost = None
         self.defrost_until: float | None = None
         self.now = 0.0
-        # faults
-        self.drift: tuple[float, float] | None = None  # (target, °C per second)
-        self.stuck_word: int | None = None
-        self.sentinel = False
-        self.fault_bits = 0
+        self._init_faults()
         self._reported = self.temperature
 
     # -- physics ------------------------------------------------------------------------------
@@ -281,47 +340,6 @@ class ThermalModel:
 
     # -- faults -------------------------------------------------------------------------------
 
-    def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
-        """Apply a model fault: drift, stuck, sentinel, fault_bit or clear."""
-        params = dict(params or {})
-        if fault == "drift":
-            metric = params.get("metric", "temperature_c")
-            if metric != "temperature_c":
-                raise ValueError(f"drift supports metric temperature_c only, got {metric!r}")
-            target = _num(params, "target")
-            rate = _num(params, "rate_per_min", 0.1)
-            if rate <= 0:
-                raise ValueError("drift needs rate_per_min > 0")
-            self.drift = (target, rate / 60.0)
-        elif fault == "stuck":
-            self.stuck_word = self.temperature_word(unfrozen=True)
-        elif fault == "sentinel":
-            self.sentinel = True
-        elif fault == "fault_bit":
-            bit = params.get("bit", BIT_FAULT)
-            if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 15:
-                raise ValueError(f"fault_bit needs bit 0..15, got {bit!r}")
-            self.fault_bits |= 1 << bit
-        elif fault == "clear":
-            self.drift = None
-            self.stuck_word = None
-            self.sentinel = False
-            self.fault_bits = 0
-        else:
-            raise ValueError(f"unknown model fault {fault!r}; expected one of {MODEL_FAULTS}")
-
-    @property
-    def active_faults(self) -> list[str]:
-        out = []
-        if self.drift is not None:
-            out.append(f"drift to {self.drift[0]:g}")
-        if self.stuck_word is not None:
-            out.append("stuck")
-        if self.sentinel:
-            out.append("sentinel")
-        if self.fault_bits:
-            out.append(f"fault bits 0x{self.fault_bits:04X}")
-        return out
 
     # -- registers ----------------------------------------------------------------------------
 
@@ -372,7 +390,7 @@ class ThermalModel:
         bank.input[REG_RUN_HOURS + 1] = lo
 
 
-class ProcessModel:
+class ProcessModel(ModelFaults):
     """Equipment with one measured process value (a pressure) and status bits, for the room
     monitor and the oxygen pipeline monitor. Same fault interface as :class:`ThermalModel`.
 
@@ -388,10 +406,7 @@ class ProcessModel:
         self.kind = kind
         self.rng = rng
         self.now = 0.0
-        self.drift: tuple[float, float] | None = None
-        self.stuck_word: int | None = None
-        self.sentinel = False
-        self.fault_bits = 0
+        self._init_faults()
         self.value = 0.0
         self._reported = 0.0
 
@@ -414,46 +429,9 @@ class ProcessModel:
 
     noise = 0.1
 
-    def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
-        params = dict(params or {})
-        if fault == "drift":
-            metric = params.get("metric", self.metric)
-            if metric != self.metric:
-                raise ValueError(f"drift supports metric {self.metric} only, got {metric!r}")
-            target = _num(params, "target")
-            rate = _num(params, "rate_per_min", 1.0)
-            if rate <= 0:
-                raise ValueError("drift needs rate_per_min > 0")
-            self.drift = (target, rate / 60.0)
-        elif fault == "stuck":
-            self.stuck_word = self.value_word(unfrozen=True)
-        elif fault == "sentinel":
-            self.sentinel = True
-        elif fault == "fault_bit":
-            bit = params.get("bit", BIT_FAULT)
-            if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 15:
-                raise ValueError(f"fault_bit needs bit 0..15, got {bit!r}")
-            self.fault_bits |= 1 << bit
-        elif fault == "clear":
-            self.drift = None
-            self.stuck_word = None
-            self.sentinel = False
-            self.fault_bits = 0
-        else:
-            raise ValueError(f"unknown model fault {fault!r}; expected one of {MODEL_FAULTS}")
 
-    @property
-    def active_faults(self) -> list[str]:
-        out = []
-        if self.drift is not None:
-            out.append(f"drift to {self.drift[0]:g}")
-        if self.stuck_word is not None:
-            out.append("stuck")
-        if self.sentinel:
-            out.append("sentinel")
-        if self.fault_bits:
-            out.append(f"fault bits 0x{self.fault_bits:04X}")
-        return out
+    def _stuck_word(self) -> int:
+        return self.value_word(unfrozen=True)
 
     def value_word(self, *, unfrozen: bool = False) -> int:
         if self.sentinel and not unfrozen:
@@ -577,7 +555,7 @@ class OxygenPipeline(ProcessModel):
         return self.normal
 
 
-class Generator:
+class Generator(ModelFaults):
     """Emergency generator controller. A weekly test run (every ``test_every_h``, 30 min):
     starting 10 s, running, cool-down 60 s. Register map:
 
@@ -605,10 +583,12 @@ class Generator:
         self.state = 0
         self.state_until = math.inf
         self.next_test = rng.uniform(0.1, 1.0) * self.test_every
-        self.drift: tuple[float, float] | None = None
-        self.stuck_word: int | None = None
-        self.sentinel = False
-        self.fault_bits = 0
+        self._init_faults()
+
+    fault_bit_default = 3  # fail_to_start
+
+    def _stuck_word(self) -> int:
+        return round(self.battery * 100) & 0xFFFF
 
     def step(self, now: float) -> None:
         while self.now < now:
@@ -635,46 +615,6 @@ class Generator:
             else:
                 self.battery += (target - self.battery) * min(1.0, dt / 5.0)
 
-    def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
-        params = dict(params or {})
-        if fault == "drift":
-            metric = params.get("metric", self.metric)
-            if metric != self.metric:
-                raise ValueError(f"drift supports metric {self.metric} only, got {metric!r}")
-            target = _num(params, "target")
-            rate = _num(params, "rate_per_min", 1.0)
-            if rate <= 0:
-                raise ValueError("drift needs rate_per_min > 0")
-            self.drift = (target, rate / 60.0)
-        elif fault == "stuck":
-            self.stuck_word = round(self.battery * 100) & 0xFFFF
-        elif fault == "sentinel":
-            self.sentinel = True
-        elif fault == "fault_bit":
-            bit = params.get("bit", 3)
-            if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 15:
-                raise ValueError(f"fault_bit needs bit 0..15, got {bit!r}")
-            self.fault_bits |= 1 << bit
-        elif fault == "clear":
-            self.drift = None
-            self.stuck_word = None
-            self.sentinel = False
-            self.fault_bits = 0
-        else:
-            raise ValueError(f"unknown model fault {fault!r}; expected one of {MODEL_FAULTS}")
-
-    @property
-    def active_faults(self) -> list[str]:
-        out = []
-        if self.drift is not None:
-            out.append(f"drift to {self.drift[0]:g}")
-        if self.stuck_word is not None:
-            out.append("stuck")
-        if self.sentinel:
-            out.append("sentinel")
-        if self.fault_bits:
-            out.append(f"fault bits 0x{self.fault_bits:04X}")
-        return out
 
     def read_setpoint(self, bank: RegisterBank) -> None:
         pass
