@@ -14,6 +14,13 @@ conflicts across devices); a reading of bad/stale quality is written as the stri
 ``<metric>_quality`` instead of a value; timestamps in milliseconds, so a re-sent point is
 identical and overwrites itself. eqmon's own metrics go to the measurement ``eqmon_internal``.
 
+Prepared entries: the sink registers ``prepare`` with the spool (through SinkRunner), so the
+spool's writer thread stores each entry's line protocol beside its JSON, made by this same
+formatter from the same rows; draining is then joining stored texts, gzip and POST. ``prepare``
+declines (None) an entry with a device not in the site file or a value, timestamp or name whose
+type the JSON round trip could change; such entries, and entries stored under another device map
+(``prepare_key``), are formatted from the JSON at write time, to the same bytes.
+
 Errors: 429 and 5xx (and connection failures) raise a retryable SinkError carrying Retry-After;
 400/413/422 split the batch in halves until the bad points are isolated: they go to the
 dead-letter store, every good point is written.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import http.client
 import logging
 import time
@@ -121,6 +129,43 @@ class LineFormatter:
             else:
                 out.append(line)
         return out, unknown
+
+    def prepare(self, rows: Sequence[Row]) -> str | None:
+        """The lines of one spool entry joined by newlines, exactly ``"\\n".join(lines(rows))``
+        of the rows decoded from its JSON; None when that cannot be guaranteed (a device not
+        in the site file, or a type other than plain float/int/bool/str/None that JSON might
+        turn into another) or there is nothing to write."""
+        out: list[str] = []
+        prefix = self._prefix
+        plain, plain_ts = _PLAIN_VALUE, _PLAIN_TS
+        for row in rows:
+            dev, metric, v, ts, q, _ = row
+            if type(ts) not in plain_ts:
+                return None
+            if q == "good" and type(v) is float:
+                p = prefix.get((dev, metric, True))
+                if p is not None:
+                    out.append(f"{p}{v!r} {round(ts * 1000)}")
+                    continue
+            if type(v) not in plain or type(dev) is not str or type(metric) is not str or type(q) is not str:
+                return None
+            line = self.line(row)
+            if line is None:
+                return None
+            out.append(line)
+        return "\n".join(out) if out else None
+
+
+_PLAIN_VALUE = frozenset((float, int, bool, str, type(None)))
+_PLAIN_TS = frozenset((float, int))
+LINE_FORMAT_VERSION = "1"  # bump whenever LineFormatter's output changes: old prepared texts are not used
+
+
+def _prepare_key(devices: Mapping[str, tuple[str, str]]) -> str:
+    h = hashlib.sha256(LINE_FORMAT_VERSION.encode())
+    for dev, prefix in sorted(series_keys(devices).items()):
+        h.update(f"{dev}\0{prefix}\0".encode())
+    return "lp" + LINE_FORMAT_VERSION + ":" + h.hexdigest()[:32]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -224,6 +269,9 @@ class InfluxSink:
         """``devices`` maps device id to (kind, location) for the measurement and tags."""
         self.cfg = cfg
         self.formatter = LineFormatter(devices)
+        self.prepare_key = _prepare_key(devices)
+        # prepare runs in the spool's writer thread: it uses its own formatter (its own cache)
+        self.prepare = LineFormatter(devices).prepare
         self.writer = InfluxWriter(cfg.url, org=cfg.org, bucket=cfg.bucket, token=cfg.token(), timeout=cfg.timeout)
         self.dead_letters = dead_letters
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eqmon-influx")
@@ -241,16 +289,35 @@ class InfluxSink:
         try:
             self.writer.post("\n".join(lines).encode())
         except _BadRequest as exc:
-            if len(lines) == 1:
-                self._dead_letter(lines, None, f"rejected by the server: {exc}")
-                return
-            mid = len(lines) // 2
-            self._write_lines(lines[:mid])
-            self._write_lines(lines[mid:])
+            self._split(lines, exc)
             return
         self.written += len(lines)
 
-    def _write_sync(self, rows: list[Row]) -> None:
+    def _split(self, lines: list[str], exc: _BadRequest) -> None:
+        """``lines`` were rejected as a whole: dead-letter a single line, else write each half."""
+        if len(lines) == 1:
+            self._dead_letter(lines, None, f"rejected by the server: {exc}")
+            return
+        mid = len(lines) // 2
+        self._write_lines(lines[:mid])
+        self._write_lines(lines[mid:])
+
+    def _write_sync(self, batch: SpoolBatch) -> None:
+        preps = batch.preps
+        if preps is None or None in preps:  # (partly) unprepared: format from the JSON
+            self._write_rows(batch.rows)
+            return
+        # Every entry prepared: the body is the stored texts joined, the same bytes as the
+        # lines formatted from the rows joined (each text is its entry's lines joined).
+        try:
+            self.writer.post("\n".join(preps).encode())
+        except _BadRequest as exc:
+            lines, _ = self.formatter.lines(batch.rows)  # the same lines, to find the bad ones
+            self._split(lines, exc)
+            return
+        self.written += len(batch)
+
+    def _write_rows(self, rows: list[Row]) -> None:
         lines, unknown = self.formatter.lines(rows)
         if unknown:
             self._dead_letter([], unknown, "device not in the site file")
@@ -258,7 +325,7 @@ class InfluxSink:
             self._write_lines(lines)
 
     async def write(self, batch: SpoolBatch) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, batch.rows)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, batch)
 
     def close(self) -> None:
         self._executor.submit(self.writer.close).result()

@@ -51,6 +51,11 @@ class SinkRunner:
     ) -> None:
         self.sink = sink
         self.spool = spool
+        # A sink that can prepare its form at accept time (collectors/spool.py "Prepared form").
+        prepare = getattr(sink, "prepare", None)
+        key = getattr(sink, "prepare_key", None)
+        if prepare is not None and key is not None:
+            spool.add_preparer(sink.name, key, prepare)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_backoff = max_backoff

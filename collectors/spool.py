@@ -15,7 +15,25 @@ waiting callers. Many small concurrent calls cost one fsync together.
 
 Sinks: every sink has a cursor (the last ``seq`` it confirmed), stored in the same file.
 ``read()`` returns entries after a cursor, in order; ``confirm()`` moves the cursor; an entry is
-deleted once every registered sink has confirmed it.
+deleted once every registered sink has confirmed it. A confirm commits with ``synchronous=NORMAL``
+(no fsync of its own): SIGKILL cannot lose it (the WAL is in the OS page cache), and a power loss
+can only take back confirms made after the last fsync'd put, which rolls the cursor back and
+makes the sink send those entries again: sinks are idempotent (same points, same bytes), and a
+later put's fsync covers every confirm before it in the WAL, so the order is never broken and
+nothing accepted is lost.
+
+Prepared form: a sink may register a *preparer* (``add_preparer``, done by ``SinkRunner`` for a
+sink with ``prepare``/``prepare_key``, e.g. the InfluxDB sink's line protocol). The writer thread
+then stores, beside the JSON, the entry's text in that sink's form (column ``prep``, tagged with
+``prep_key``, the preparer's identity: formatter version and device map). The sink reads that
+text and sends it as it is: no JSON decode and no per-reading Python work on the drain path.
+The preparer is the sink's own formatter run on exactly the rows that are JSON-encoded, and it
+declines (NULL) anything it cannot format identically from the decoded JSON, so a prepared entry
+and the same entry formatted from its JSON are the same bytes. Entries without a prepared text
+(written before the preparer was registered, by an older eqmon, under another device map, or
+declined) are formatted from the JSON as before. The JSON stays the record: the embedded store
+and dead letters read it. One preparer per spool (the first registered key); other sinks read
+the JSON.
 
 Bound and full policy: the spool holds at most ``max_readings`` readings. When a put would
 exceed it, the policy decides (both count and log, nothing vanishes silently):
@@ -35,9 +53,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 from eqmon.domain import Quality, Reading
@@ -51,7 +68,9 @@ CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
     accepted_at REAL NOT NULL,
     n INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    prep_key TEXT,
+    prep TEXT
 );
 CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
@@ -64,28 +83,64 @@ _QUALITY = {str(q): q for q in Quality}
 Row = list  # [device_id, metric, value, ts, quality, unit], as stored
 
 
+def to_rows(readings: Sequence[Reading]) -> list[Row]:
+    return [[r.device_id, r.metric, r.value, r.ts, str(r.quality), r.unit] for r in readings]
+
+
+def encode_rows(rows: list[Row]) -> str:
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(readings: Sequence[Reading]) -> str:
-    return json.dumps(
-        [[r.device_id, r.metric, r.value, r.ts, str(r.quality), r.unit] for r in readings],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    return encode_rows(to_rows(readings))
 
 
 def to_reading(row: Row) -> Reading:
     return Reading(row[0], row[1], row[2], row[3], _QUALITY[row[4]], row[5])
 
 
-@dataclass(slots=True)
 class SpoolBatch:
-    """Consecutive spool entries handed to a sink: ``rows`` in spool order."""
+    """Consecutive spool entries handed to a sink, in spool order: per entry its reading count
+    (``counts``), its JSON (``bodies``) and, when read for the sink that registered the spool's
+    preparer, its prepared text or None (``preps``). ``rows`` decodes the JSON (once, lazily).
+    ``SpoolBatch(first, last, rows)`` makes a one-entry batch from rows."""
 
-    first_seq: int
-    last_seq: int
-    rows: list[Row]
+    __slots__ = ("first_seq", "last_seq", "counts", "bodies", "preps", "_rows")
+
+    def __init__(
+        self,
+        first_seq: int,
+        last_seq: int,
+        rows: list[Row] | None = None,
+        *,
+        counts: list[int] | None = None,
+        bodies: list[str] | None = None,
+        preps: list[str | None] | None = None,
+    ) -> None:
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+        self._rows = rows
+        self.bodies = bodies
+        self.counts = counts if counts is not None else [len(rows or ())]
+        self.preps = preps
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return sum(self.counts)
+
+    def entry_rows(self, i: int) -> list[Row]:
+        """The rows of entry ``i``."""
+        if self.bodies is None:
+            return self._rows or []
+        return json.loads(self.bodies[i])
+
+    @property
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            rows: list[Row] = []
+            for body in self.bodies or ():
+                rows.extend(json.loads(body))
+            self._rows = rows
+        return self._rows
 
     def readings(self) -> list[Reading]:
         return [to_reading(r) for r in self.rows]
@@ -110,6 +165,13 @@ class Spool:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._connect()
         self._db.executescript(_SCHEMA)
+        columns = {c[1] for c in self._db.execute("PRAGMA table_info(entries)")}
+        for col in ("prep_key", "prep"):  # a spool file of an older eqmon
+            if col not in columns:
+                self._db.execute(f"ALTER TABLE entries ADD COLUMN {col} TEXT")
+        self._prep_key: str | None = None
+        self._prepare: Callable[[list[Row]], str | None] | None = None
+        self._prep_sinks: set[str] = set()
         self._sinks = list(sinks)
         with self._db:
             known = {s for (s,) in self._db.execute("SELECT sink FROM cursors")}
@@ -133,6 +195,7 @@ class Spool:
         self.dropped_oldest = 0
         self.commits = 0
         self.commit_seconds = 0.0
+        self.prepared = 0  # entries stored with a prepared text
         self._full_logged = False
         # group commit
         self._lock = threading.Lock()
@@ -149,6 +212,29 @@ class Spool:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         return db
+
+    def add_preparer(self, sink: str, key: str, prepare: Callable[[list[Row]], str | None]) -> bool:
+        """From now on, store each entry's text as ``prepare(rows)`` makes it (None: declined)
+        beside its JSON, for ``sink`` and any other sink registering the same ``key``. Returns
+        False when another key was registered first (``sink`` then reads only the JSON)."""
+        with self._lock:
+            if self._prep_key is None:
+                self._prep_key, self._prepare = key, prepare
+            elif self._prep_key != key:
+                log.info("spool: sink %r formats differently from the prepared form; it reads the JSON", sink)
+                return False
+            self._prep_sinks.add(sink)
+            return True
+
+    def _prepared(self, rows: list[Row]) -> str | None:
+        prepare = self._prepare
+        if prepare is None:
+            return None
+        try:
+            return prepare(rows)
+        except Exception:  # never a reason to refuse a reading: the JSON path formats it later
+            log.exception("spool: preparing an entry failed; it will be formatted from its JSON")
+            return None
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -192,10 +278,16 @@ class Spool:
         rows = []
         results: list[tuple[Future[int], int | BaseException]] = []
         db = self._db
+        # Encoding (and preparing) outside the lock: confirm() does not wait for it.
+        key = self._prep_key
+        encoded: list[tuple[str, str | None]] = []
+        for readings, _ in work:
+            r = to_rows(readings)
+            encoded.append((encode_rows(r), self._prepared(r) if key is not None else None))
         with self._lock:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for readings, fut in work:
+                for (readings, fut), (body, prep) in zip(work, encoded, strict=True):
                     n = len(readings)
                     if n == 0:
                         results.append((fut, self._last_seq))
@@ -215,12 +307,13 @@ class Spool:
                             results.append((fut, SpoolFull(f"telemetry spool full ({self.depth} readings)")))
                             continue
                     self._last_seq += 1
-                    rows.append((self._last_seq, now, n, encode(readings)))
+                    rows.append((self._last_seq, now, n, body, key if prep is not None else None, prep))
+                    self.prepared += prep is not None
                     self.depth += n
                     self.accepted += n
                     results.append((fut, self._last_seq))
                 if rows:
-                    db.executemany("INSERT INTO entries VALUES (?,?,?,?)", rows)
+                    db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?)", rows)
                 db.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'd here
             except BaseException:
                 db.execute("ROLLBACK")
@@ -274,26 +367,40 @@ class Spool:
     def read(self, sink: str, max_readings: int, after: int | None = None) -> SpoolBatch | None:
         """Entries after ``sink``'s cursor (or after seq ``after``, to read ahead), whole
         entries, up to about ``max_readings`` readings (at least one entry). None when there
-        is nothing more."""
+        is nothing more. Nothing is decoded here (see SpoolBatch)."""
         if after is None:
             after = self._cursors[sink]
         db = self._reader()
-        rows: list[Row] = []
+        counts: list[int] = []
+        bodies: list[str] = []
+        total = 0
         first = last = 0
-        cur = db.execute("SELECT seq, body FROM entries WHERE seq > ? ORDER BY seq", (after,))
+        if sink in self._prep_sinks:
+            preps: list[str | None] | None = []
+            cur = db.execute(
+                "SELECT seq, n, body, CASE WHEN prep_key = ? THEN prep END FROM entries WHERE seq > ? ORDER BY seq",
+                (self._prep_key, after),
+            )
+        else:
+            preps = None
+            cur = db.execute("SELECT seq, n, body, NULL FROM entries WHERE seq > ? ORDER BY seq", (after,))
         try:
-            for seq, body in cur:
+            for seq, n, body, prep in cur:
                 if not first:
                     first = seq
-                rows.extend(json.loads(body))
+                counts.append(n)
+                bodies.append(body)
+                if preps is not None:
+                    preps.append(prep)
                 last = seq
-                if len(rows) >= max_readings:
+                total += n
+                if total >= max_readings:
                     break
         finally:
             cur.close()
         if not first:
             return None
-        return SpoolBatch(first, last, rows)
+        return SpoolBatch(first, last, counts=counts, bodies=bodies, preps=preps)
 
     def pending(self, sink: str) -> int:
         """Readings not yet confirmed by ``sink``."""
@@ -307,19 +414,26 @@ class Spool:
         the entries that every sink has confirmed."""
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("PRAGMA synchronous=NORMAL")  # no fsync of its own: see the module docstring
             try:
-                db.execute("UPDATE cursors SET seq=? WHERE sink=? AND seq < ?", (seq, sink, seq))
-                self._cursors[sink] = max(self._cursors[sink], seq)
-                self._trim_locked()
-                db.execute("COMMIT")
-                if self._full_logged and self.depth < 0.9 * self.max_readings:
-                    log.info("telemetry spool has room again (%d readings)", self.depth)
-                    self._full_logged = False
-            except BaseException:
-                db.execute("ROLLBACK")
-                self._reload_locked()
-                raise
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("UPDATE cursors SET seq=? WHERE sink=? AND seq < ?", (seq, sink, seq))
+                    self._cursors[sink] = max(self._cursors[sink], seq)
+                    self._trim_locked()
+                    db.execute("COMMIT")
+                    if self._full_logged and self.depth < 0.9 * self.max_readings:
+                        log.info("telemetry spool has room again (%d readings)", self.depth)
+                        self._full_logged = False
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    self._cursors[sink] = int(
+                        db.execute("SELECT seq FROM cursors WHERE sink=?", (sink,)).fetchone()[0]
+                    )
+                    self._reload_locked()
+                    raise
+            finally:
+                db.execute("PRAGMA synchronous=FULL")
 
     def _trim_locked(self) -> None:
         upto = min(self._cursors.values()) if self._cursors else self._last_seq

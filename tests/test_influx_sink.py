@@ -98,6 +98,7 @@ def test_retry_after_429_then_503_then_bisect_400_to_dead_letters(tmp_path: Path
         await runner.stop()
         letters = dead.list()
         assert spool.depth == 0
+        assert spool.prepared == 10  # the prepared line protocol was what went out (and was bisected)
         spool.close()
         dead.close()
         return sink, runner, letters
@@ -122,6 +123,54 @@ def test_retry_after_429_then_503_then_bisect_400_to_dead_letters(tmp_path: Path
     assert set(stored) == expected
     # Re-sent points are identical: the whole first batch (429, 503) is the same bytes.
     assert requests[0][2] == requests[1][2] == requests[2][2]
+
+
+def test_prepared_and_json_paths_post_the_same_bytes(tmp_path: Path) -> None:
+    """Entries whose line protocol the spool stored at accept time and entries formatted from
+    their JSON at write time (an older spool, a declined entry) give the same request bodies,
+    and a mixed batch is formatted from the JSON as a whole."""
+    bodies: list[bytes] = []
+
+    def handle(h: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        bodies.append(gzip.decompress(body))
+        return 204, {}, b""
+
+    readings = [Reading("fridge-1" if i % 3 else "fridge-2", "temperature_c", 4.0 + i / 7, 1_700_000_000 + i / 3) for i in range(300)]
+    readings[5] = Reading("fridge-1", "door", True, 1_700_000_005.5)
+    readings[7] = Reading("fridge-2", "mode", 'a "b" c', 1_700_000_007)
+
+    async def run(url: str, name: str, prepared: bool, declined: int | None = None) -> tuple[int, int]:
+        spool = Spool(tmp_path / f"{name}.sqlite", sinks=["influxdb"])
+        dead = DeadLetterStore(tmp_path / f"{name}-dead.sqlite")
+
+        def make() -> SinkRunner:
+            return SinkRunner(InfluxSink(InfluxDB(url=url, org="o", bucket="b"), DEVICES, dead_letters=dead), spool,
+                              batch_size=10_000, flush_interval=0.05)
+
+        runner = make() if prepared else None
+        for i in range(0, 300, 50):
+            chunk = readings[i : i + 50]
+            if i // 50 == declined:
+                chunk = [*chunk, Reading("not-in-site", "temperature_c", 1.0, 1_700_000_000)]
+            await spool.put(chunk)
+        runner = runner or make()
+        runner.start()
+        while spool.depth:
+            await asyncio.sleep(0.02)
+        await runner.stop()
+        n_prepared = spool.prepared
+        spool.close()
+        letters = dead.count()
+        dead.close()
+        return n_prepared, letters
+
+    with http_server(handle) as url:
+        assert asyncio.run(run(url, "prepared", True)) == (6, 0)
+        assert asyncio.run(run(url, "json", False)) == (0, 0)
+        assert asyncio.run(run(url, "mixed", True, declined=2)) == (5, 1)
+    assert len(bodies) == 3
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert bodies[0].count(b"\n") == 299 and b'mode="a \\"b\\" c" 1700000007000' in bodies[0]
 
 
 def test_retry_after_forms() -> None:

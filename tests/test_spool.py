@@ -187,3 +187,106 @@ def test_put_from_many_threads(tmp_path: Path) -> None:
         assert spool.depth == 400 and len(values(spool, "a")) == 400
     finally:
         spool.close()
+
+
+def test_prepared_text_is_the_bytes_formatted_from_the_json(tmp_path: Path) -> None:
+    """The spool stores a sink's prepared form (the InfluxDB line protocol) beside the JSON; a
+    prepared entry is exactly what the JSON path formats from the same entry, and whatever the
+    preparer cannot guarantee that for is left to the JSON path."""
+    from collectors.influx import InfluxSink, LineFormatter
+    from eqmon.config import InfluxDB
+
+    devices = {"d": ("kind", "Room 1"), "e": ("kind", ""), "q\"x": ("k,ind", "a=b")}
+    sink = InfluxSink(InfluxDB(url="http://127.0.0.1:1", org="o", bucket="b"), devices)
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, sinks=["influxdb", "embedded"])
+
+    class F(float):
+        pass
+
+    try:
+        spool.put_sync([Reading("d", "f", 1.5, 10.0)])  # before the preparer: JSON only
+        assert spool.add_preparer("influxdb", sink.prepare_key, sink.prepare)
+        assert not spool.add_preparer("other", "another-format", sink.prepare)
+        mixed = [
+            Reading("d", "f", 1.5, 10.0),
+            Reading("d", "f", 0.1 + 0.2, 10.0001),
+            Reading("e", "i", 3, 11),  # int value, int timestamp
+            Reading("e", "b", True, 10.5),
+            Reading("q\"x", "s p", 'on "x"\\', 10.0, unit="x"),
+            Reading("d", "q", None, 10.0, Quality.BAD),
+            Reading("d", "f", 7.25, 12.0, Quality.STALE),
+            Reading("d", "n", float("nan"), 13.0),
+            Reading("d", "big", 2**60 + 1, 1_700_000_000.123456),
+        ]
+        spool.put_sync(mixed)
+        spool.put_sync([Reading("d", "f", 1.0, 10.0), Reading("gone", "f", 1.0, 10.0)])  # unknown device
+        spool.put_sync([Reading("d", "f", F(2.5), 10.0)])  # JSON would turn F into float
+        spool.put_sync([Reading("d", "f", 2.5, 10.0)])
+        assert spool.prepared == 2
+        batch = spool.read("influxdb", 10**9)
+        assert batch is not None and len(batch) == 14 and batch.counts == [1, 9, 2, 1, 1]
+        assert batch.preps is not None and [p is not None for p in batch.preps] == [False, True, False, False, True]
+        fmt = LineFormatter(devices)
+        for i, prep in enumerate(batch.preps):
+            lines, unknown = fmt.lines(batch.entry_rows(i))
+            if prep is not None:
+                assert not unknown and prep == "\n".join(lines)
+        assert batch.preps[1] is not None and batch.preps[1].count("\n") == 8
+        assert list(map(repr, batch.readings()[1:10])) == list(map(repr, mixed))  # the JSON is the record (nan != nan)
+        embedded = spool.read("embedded", 10**9)
+        assert embedded is not None and embedded.preps is None and embedded.rows == batch.rows
+    finally:
+        spool.close()
+    # Reopened under another device map: the stored texts are not used.
+    other = InfluxSink(InfluxDB(url="http://127.0.0.1:1", org="o", bucket="b"), {"d": ("kind", "Room 2")})
+    assert other.prepare_key != sink.prepare_key
+    spool = Spool(path, sinks=["influxdb", "embedded"])
+    try:
+        assert spool.add_preparer("influxdb", other.prepare_key, other.prepare)
+        batch = spool.read("influxdb", 10**9)
+        assert batch is not None and batch.preps == [None] * 5
+    finally:
+        spool.close()
+
+
+def test_spool_file_of_an_older_eqmon_is_read(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    path = tmp_path / "spool.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE entries (seq INTEGER PRIMARY KEY, accepted_at REAL NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL);"
+        "CREATE TABLE cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
+        "INSERT INTO cursors VALUES ('a', 0);"
+    )
+    db.execute("INSERT INTO entries VALUES (1, 0, 1, ?)", (json.dumps([["d", "f", 1.25, 10.0, "good", ""]]),))
+    db.commit()
+    db.close()
+    spool = Spool(path, sinks=["a"])
+    try:
+        assert spool.add_preparer("a", "k", lambda rows: "x")
+        spool.put_sync(readings(0, 2))
+        batch = spool.read("a", 100)
+        assert batch is not None and batch.preps == [None, "x"] and values(spool, "a") == [1.25, 0.25, 1.25]
+        spool.confirm("a", batch.last_seq)
+        assert spool.depth == 0
+    finally:
+        spool.close()
+
+
+def test_confirm_survives_reopen(tmp_path: Path) -> None:
+    """confirm() commits without an fsync of its own (synchronous=NORMAL), puts with one."""
+    path = tmp_path / "spool.sqlite"
+    spool = Spool(path, sinks=["a"])
+    spool.put_sync(readings(0, 3))
+    spool.put_sync(readings(3, 3))
+    spool.confirm("a", spool.read("a", 1).last_seq)  # type: ignore[union-attr]
+    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for puts
+    spool.close()
+    spool = Spool(path, sinks=["a"])
+    try:
+        assert spool.depth == 3 and values(spool, "a") == [3.25, 4.25, 5.25]
+    finally:
+        spool.close()
