@@ -15,8 +15,12 @@ One run measures, on the same devices, one phase after the other:
    ``pymodbus µs/req`` is that time per request; ``loop+eqmon µs/poll`` is the rest of the
    process CPU per poll (event loop: epoll, recv, task switches; plus eqmon's own code).
 
-``GC max ms`` is the longest pause of CPython's garbage collector in the window (and the number
-of full collections). Lateness is each poll's start against its schedule (p50/p99/max). ``sim CPU`` is the simulator
+``GC max ms (CPU)`` is the longest pause of CPython's garbage collector in the window (wall, its
+CPU in brackets, then the number of full collections). ``preempted (ms)`` counts the involuntary
+context switches of the collector process in the window, and in brackets how long in all it
+waited for CPU 0 while it had work (Linux schedstat): this machine is shared, and a run where
+other processes took CPU 0 shows it there (and in wall-clock figures such as lateness and
+``pymodbus µs/req``) — discard such a run rather than believe it. Lateness is each poll's start against its schedule (p50/p99/max). ``sim CPU`` is the simulator
 process's CPU load on CPU 1 over the same window (a saturated simulator shows up there, not in
 eqmon's lateness).
 
@@ -32,6 +36,7 @@ import gc
 import multiprocessing as mp
 import os
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -96,6 +101,14 @@ def _proc_cpu(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _run_delay() -> float:
+    """Seconds this process's main thread has waited for a CPU while runnable (Linux schedstat)."""
+    try:
+        return int(Path(f"/proc/self/task/{os.getpid()}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def _devices(ports: list[int]) -> list[ModbusDevice]:
@@ -172,15 +185,18 @@ class GcPauses:
     """The longest pause of CPython's cyclic garbage collector while installed."""
 
     def __init__(self) -> None:
-        self.longest = 0.0
+        self.longest = 0.0  # wall
+        self.longest_cpu = 0.0  # CPU of the same pause (less if the process was preempted)
         self.full = 0  # collections of the oldest generation
-        self._t0 = 0.0
+        self._t0 = self._c0 = 0.0
 
     def __call__(self, phase: str, info: dict) -> None:  # type: ignore[type-arg]
         if phase == "start":
-            self._t0 = perf()
+            self._t0, self._c0 = perf(), time.thread_time()
             return
-        self.longest = max(self.longest, perf() - self._t0)
+        wall = perf() - self._t0
+        if wall > self.longest:
+            self.longest, self.longest_cpu = wall, time.thread_time() - self._c0
         self.full += info["generation"] == 2
 
 
@@ -255,9 +271,13 @@ async def polling(collector: ModbusCollector, seconds: float, sim_pid: int, mete
     sim1 = _proc_cpu(sim_pid)
     gcp = GcPauses()
     gc.callbacks.append(gcp)
+    ivcsw0 = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+    delay0 = _run_delay()
     cpu0, t0 = time.process_time(), time.monotonic()
     await asyncio.sleep(seconds)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+    preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - ivcsw0
+    waited = _run_delay() - delay0
     gc.callbacks.remove(gcp)
     sim = _proc_cpu(sim_pid) - sim1
     pm = (meter.seconds if meter else 0.0) - pm1
@@ -281,6 +301,9 @@ async def polling(collector: ModbusCollector, seconds: float, sim_pid: int, mete
         "skipped": sched.skipped,
         "readings_poll": handed / max(1, sched.polls),
         "gc_ms": gcp.longest * 1e3,
+        "gc_cpu_ms": gcp.longest_cpu * 1e3,
+        "preempted": preempted,
+        "waited_ms": waited * 1e3,
         "gc_full": gcp.full,
     }
 
@@ -312,7 +335,7 @@ async def run(args: argparse.Namespace, ports: list[int], sim_pid: int) -> None:
         print(f"{mode:<23}{r['polls_s']:>8.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['max_ms']:>8.0f}"
               f"{r['cpu_us_poll']:>12.0f}{r['req_poll']:>9.1f}{r['pymodbus_us_req']:>16.0f}{r['rest_us_poll']:>19.0f}"
               f"{r['cpu_load']:>6.0%}{r['sim_load']:>8.0%}{r['failures']:>7}{r['skipped']:>8}"
-              f"{r['gc_ms']:>6.0f} ({r['gc_full']:.0f})")
+              f"{r['gc_ms']:>7.0f} ({r['gc_cpu_ms']:.0f}) {r['gc_full']:.0f}x{r['preempted']:>9} ({r['waited_ms']:.0f})")
     own = results["stub (eqmon alone)"]["cpu_us_poll"]
     m = results["merged"]
     print(f"eqmon's own cost (stub run): {own:.0f} µs/poll; pymodbus request (timed inside, merged run): "
