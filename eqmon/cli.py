@@ -211,8 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check_config(args)
     _setup_logging(args.verbose)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
-    with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
-        return loop_runner.run(runner(args))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
+            return loop_runner.run(runner(args))
+    except OSError as exc:  # a port in use, a data directory not writable …
+        print(f"eqmon {args.command}: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -219,6 +220,17 @@ class Service:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The API's socket first: a port in use stops start-up before anything else runs
+        # (uvicorn would sys.exit() from inside its task).
+        api_sock = socket.socket(socket.AF_INET6 if ":" in self.site.api.host else socket.AF_INET)
+        api_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            api_sock.bind((self.site.api.host, self.api_port))
+        except OSError as exc:
+            api_sock.close()
+            raise OSError(
+                exc.errno, f"cannot listen on {self.site.api.host}:{self.api_port} for the API: {exc.strerror}"
+            ) from None
         self.state.started_at = self.clock()
         for s in self.sinks:
             s.start()
@@ -234,7 +246,7 @@ class Service:
             lifespan="off",
         )
         self._server = _Server(config)
-        self._server_task = asyncio.create_task(self._server.serve(), name="api")
+        self._server_task = asyncio.create_task(self._server.serve(sockets=[api_sock]), name="api")
         while not self._server.started:
             if self._server_task.done():
                 await self._server_task  # raises what stopped it

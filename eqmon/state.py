@@ -55,6 +55,10 @@ class MonitorState:
             "last_seen": h.last_success,
             "last_error": h.last_error,
             "consecutive_failures": h.consecutive_failures,
+            "open_alerts": [
+                {"id": a.id, "severity": str(a.severity), "metric": a.metric}
+                for a in self.engine.active() if a.device_id == device_id
+            ],
             "readings": {
                 m: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(r.quality)}
                 for m, r in sorted(readings.items())

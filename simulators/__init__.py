@@ -180,7 +180,14 @@ class SimulatedSite:
         self._started = True
         try:
             for (host, port), server in self._servers.items():
-                await server.start(host, port)
+                try:
+                    await server.start(host, port)
+                except OSError as exc:
+                    devices = ", ".join(d for d, m in self._modbus.items() if m.server_key == (host, port))
+                    raise OSError(
+                        exc.errno, f"cannot listen on {host}:{port} for simulated {devices}: "
+                        f"{exc.strerror or exc} (is another eqmon demo or simulate running?)"
+                    ) from None
             for sh in self._shelves.values():
                 await sh.publisher.start()
         except BaseException:

@@ -69,6 +69,8 @@ def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -
         assert alerts, "no fridge excursion alert within 90 s"
         assert alerts[0]["rule_id"] == "fridge-too-warm" and alerts[0]["severity"] == "critical"
         assert "above 8 °C" in alerts[0]["message"]
+        fridge = next(d for d in get(f"{base}/api/v1/devices") if d["id"] == "fridge-1")  # type: ignore[union-attr]
+        assert fridge["open_alerts"] == [{"id": alerts[0]["id"], "severity": "critical", "metric": "temperature_c"}]
 
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -85,3 +85,28 @@ def test_run_refuses_mqtt_devices_without_a_broker(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 2
     assert f"{EXAMPLE}: the site has MQTT devices but no `mqtt:` broker section" in r.stderr
+
+
+def test_a_port_in_use_stops_start_up_with_a_clear_message(tmp_path: Path) -> None:
+    import socket
+
+    from tests.sitefiles import example_on_free_ports
+
+    data = example_on_free_ports()
+    data["mqtt"] = {"host": "127.0.0.1", "port": free_port()}
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    data["api"]["port"] = taken.getsockname()[1]
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(yaml.safe_dump(data))
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "eqmon.cli", "run", "--config", str(site_file), "--data-dir", str(tmp_path / "d")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert r.returncode == 1
+    assert f"eqmon run: cannot start: cannot listen on 127.0.0.1:{data['api']['port']} for the API" in r.stderr
+    assert "Traceback" not in r.stderr
