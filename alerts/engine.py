@@ -250,5 +250,9 @@ class AlertEngine:
         u = units.get(metric, "")
         return f" {u}" if u else ""
 
+    def clock_time(self, ts: float) -> str:
+        """``ts`` as HH:MM in the site's time zone, as alerts show times."""
+        return self._clock_time(ts)
+
     def _clock_time(self, ts: float) -> str:
         return datetime.fromtimestamp(ts, self._tz).strftime("%H:%M")

@@ -330,6 +330,7 @@ class MqttCollector:
         self.duplicates_redelivered = 0
         self.accept_failures = 0
         self.connected = False
+        self.disconnected_since: float | None = clock()  # None while connected
         self.connects = 0
         self.refusals = 0  # CONNACKs refusing us (bad credentials, not authorised …)
         self._failures = 0  # consecutive connection failures, for the backoff
@@ -537,6 +538,7 @@ class MqttCollector:
             return
         self._failures = 0
         self.connected = True
+        self.disconnected_since = None
         self.connects += 1
         self._generation += 1
         self._pending = _Batch(self._generation)
@@ -556,6 +558,8 @@ class MqttCollector:
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         was = self.connected
         self.connected = False
+        if was:
+            self.disconnected_since = self._clock()
         if self._stopping:
             return
         if was:
@@ -655,5 +659,10 @@ class MqttCollector:
                 self._client.ack(mid, qos)
 
     def check_stale(self, now: float) -> None:
+        """Mark devices that published nothing for their ``stale_after`` as stale. Not while the
+        broker is out of reach: then nothing is heard from anyone, and that is one incident (the
+        service raises "MQTT broker unreachable"), not one alert per device."""
+        if not self.connected:
+            return
         for h in self._health.values():
             h.check_stale(now)

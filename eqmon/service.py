@@ -35,6 +35,9 @@ from eqmon.state import MonitorState
 log = logging.getLogger("eqmon")
 
 SPOOL_ALERT = "telemetry-spool-filling"
+MQTT_BROKER_ALERT = "mqtt-broker-unreachable"
+MQTT_BROKER_GRACE = 60.0  # a broker restart is not an incident; a minute without it is
+SINK_FAILING_GRACE = 300.0  # retries ride out short outages; five minutes of failures is one
 
 
 class _Server(uvicorn.Server):
@@ -295,12 +298,45 @@ class Service:
                 last_prune = now
                 await self.embedded.prune(now)
             self._check_spool(now)
+            self._check_links(now)
             interval = self.site.telemetry.self_metrics_interval
             if interval > 0 and now - self._last_self_metrics >= interval:
                 try:
                     await self._write_self_metrics(now)
                 except SpoolFull:
                     pass  # counted by the spool; the next interval tries again
+
+    def _check_links(self, now: float) -> None:
+        """One warning alert per outage of a link eqmon depends on: the MQTT broker, a sink."""
+        m = self.mqtt
+        if m is not None:
+            since = m.disconnected_since
+            if since is not None and now - since >= MQTT_BROKER_GRACE:
+                b = self.mqtt_broker
+                assert b is not None
+                self.engine.raise_system(
+                    MQTT_BROKER_ALERT,
+                    Severity.WARNING,
+                    f"WARNING eqmon: cannot reach the MQTT broker {b.host}:{b.port} since "
+                    f"{self.engine.clock_time(since)}; smart shelves and sensors are not heard "
+                    "(their messages wait at the broker) — check the broker, then call IT",
+                    since,
+                )
+            elif since is None:
+                self.engine.resolve_system(MQTT_BROKER_ALERT, now)
+        for s in self.sinks:
+            key = f"telemetry-sink-{s.name}-failing"
+            if s.failing_since is not None and now - s.failing_since >= SINK_FAILING_GRACE:
+                self.engine.raise_system(
+                    key,
+                    Severity.WARNING,
+                    f"WARNING eqmon: cannot write telemetry to {s.name} since "
+                    f"{self.engine.clock_time(s.failing_since)} ({s.last_error}); readings wait in "
+                    f"the spool ({s.depth} so far) — check that {s.name} is reachable, then call IT",
+                    s.failing_since,
+                )
+            elif s.failing_since is None:
+                self.engine.resolve_system(key, now)
 
     def _check_spool(self, now: float) -> None:
         """Warning alert when the spool passes ``warn_at`` full; resolved below 90 % of that."""
