@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from eqmon.config import ConfigError, MqttBroker, Site, load_site
+from eqmon.config import ConfigError, ConfigIssue, MqttBroker, Site, load_site
 
 EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "site.yaml"
 # The demo compresses alert delays: 60 min of excursion before an alert becomes 30 s.
@@ -46,12 +46,37 @@ def _loop_factory():  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-def _load(path: str) -> Site:
+def _load(path: str, *, simulators: bool = False) -> Site:
+    """The validated site; with ``simulators``, its simulator sections and scenario too."""
     try:
-        return load_site(path)
+        site = load_site(path)
+        if simulators:
+            check_simulators(site, path)
+        return site
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def check_simulators(site: Site, path: str) -> None:
+    """Build (without starting) the simulated site, so that a bad simulator model, param or
+    scenario step stops start-up like any other site-file error, with its path in the file."""
+    from simulators import SimulatedSite
+
+    try:
+        SimulatedSite(site, mqtt_host="127.0.0.1", mqtt_port=1883)
+    except (ValueError, KeyError) as exc:
+        msg = str(exc.args[0] if exc.args else exc)
+        where = ""
+        head, _, rest = msg.partition(": ")
+        if head.startswith("scenario["):
+            where, msg = head, rest
+        else:
+            for i, d in enumerate(site.devices):
+                if head == d.id:
+                    where, msg = f"devices[{i}].simulator", rest
+                    break
+        raise ConfigError(path, [ConfigIssue(where, msg)]) from None
 
 
 @contextlib.asynccontextmanager
@@ -75,7 +100,7 @@ async def _stop_signal(duration: float | None) -> AsyncIterator[asyncio.Event]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    site = _load(args.file)
+    site = _load(args.file, simulators=True)
     if args.plan:
         from collectors.modbus import describe_plan
 
@@ -106,7 +131,7 @@ async def _run(args: argparse.Namespace) -> int:
 async def _simulate(args: argparse.Namespace) -> int:
     from simulators import SimulatedSite
 
-    site = _load(args.config)
+    site = _load(args.config, simulators=True)
     broker = site.mqtt
     async with _stop_signal(args.duration) as stop:
         sim = SimulatedSite(
@@ -135,7 +160,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from simulators import SimulatedSite
     from simulators.broker import EmbeddedBroker
 
-    site = _load(args.config)
+    site = _load(args.config, simulators=True)
     data_dir = Path(args.data_dir)
     if data_dir.exists():
         shutil.rmtree(data_dir)  # every demo starts from nothing: no alerts left from last time

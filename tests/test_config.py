@@ -87,3 +87,19 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations(bad: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("model: vaccine_freezer", "model: ice_cream_van", "devices[2].simulator: unknown simulator model 'ice_cream_van'"),
+        ("unit_weight_g: 3.2", "unit_weight_g: heavy", "devices[5].simulator: unit_weight_g must be a number"),
+        ("fault: drift", "fault: melt", "scenario[0]: fridge-1: unknown fault 'melt'"),
+    ],
+)
+def test_bad_simulator_sections_are_site_file_errors(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(EXAMPLE.read_text().replace(old, new))
+    r = check_config(path)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"{path}: {expected}"), r.stderr
