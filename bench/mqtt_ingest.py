@@ -38,22 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from eqmon.config import Site  # noqa: E402
 from eqmon.service import Service  # noqa: E402
+from tests.helpers import create_mqtt_session  # noqa: E402
 from tests.servers import MosquittoServer, free_port  # noqa: E402
 
 TOPIC = "bench/ward/env-1/state"
-
-
-def subscribe_session(port: int, client_id: str, qos: int) -> None:
-    """Create the persistent session (and its subscription) that will hold the backlog."""
-    done = threading.Event()
-    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    c.on_subscribe = lambda *a: done.set()
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    c.subscribe(TOPIC, qos)
-    assert done.wait(10)
-    c.disconnect()
-    c.loop_stop()
 
 
 def publish_backlog(port: int, n: int, qos: int, t0: float) -> None:
@@ -137,7 +125,7 @@ def main() -> None:
         for r in range(args.rounds):
             for name in ("paho-bare", "eqmon"):
                 cid = f"bench-{name}-{r}"
-                subscribe_session(broker.port, cid, qos)
+                create_mqtt_session(broker.port, cid, TOPIC, qos)
                 publish_backlog(broker.port, n, qos, t0=1_700_000_000 + r * 10_000)
                 if name == "paho-bare":
                     wall, cpu = run_bare(broker.port, n, qos, cid)

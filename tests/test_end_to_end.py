@@ -12,15 +12,8 @@ import pytest
 
 from eqmon.service import Service
 from simulators import SimulatedSite
+from tests.helpers import wait_until as wait_for
 from tests.sitefiles import example_on_free_ports, site
-
-
-async def wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.integration

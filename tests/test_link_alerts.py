@@ -4,7 +4,6 @@ of one per device, resolved when the link is back. Real Mosquitto and VictoriaMe
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,10 @@ import eqmon.service
 from eqmon.config import Site
 from eqmon.service import Service
 from simulators import SimulatedSite
+from tests.helpers import wait_until
 from tests.servers import MosquittoServer, VictoriaMetricsServer, free_port
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def open_rules(service: Service) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ from collectors.health import DeviceHealth
 from collectors.mqtt import MqttCollector, PayloadError, parse_payload
 from eqmon.config import MqttBroker, MqttDevice
 from eqmon.domain import DeviceState, Reading
+from tests.helpers import wait_until
 
 SHELF = MqttDevice.model_validate(
     {
@@ -82,11 +83,8 @@ def test_collector_receives_counts_bad_payloads_and_survives_a_broker_restart(mo
         await col.start()
         pub = publisher(mosquitto.port)
         try:
-            async def wait_for(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-                deadline = time.monotonic() + timeout
-                while not pred():
-                    assert time.monotonic() < deadline, "timed out"
-                    await asyncio.sleep(0.05)
+            def wait_for(pred, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+                return wait_until(pred, timeout, "the collector")
 
             await wait_for(lambda: col.connected)
             await asyncio.sleep(0.3)  # subscription settles

@@ -18,17 +18,10 @@ from collectors.mqtt import MqttCollector
 from eqmon.config import MqttBroker, Site
 from eqmon.domain import DeviceState, Reading
 from simulators import SimulatedSite
+from tests.helpers import wait_until as wait_for
 from tests.servers import MosquittoServer, free_port
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_for(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def shelf_site(port: int, **broker: object) -> Site:

@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from eqmon.config import Site
 from eqmon.service import Service
+from tests.helpers import create_mqtt_session, wait_until
 from tests.servers import MosquittoServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -121,34 +122,12 @@ class Feeder:
         self.client.loop_stop()
 
 
-def create_session(port: int, client_id: str) -> None:
-    """eqmon's persistent session as a previous run left it: subscribed, then gone. Messages
-    published before a session subscribed are not for it, so tests start with one."""
-    done = threading.Event()
-    c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    c.on_subscribe = lambda *a: done.set()
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    c.subscribe(TOPIC, 1)
-    assert done.wait(10)
-    c.disconnect()
-    c.loop_stop()
-
-
 def stored(data_dir: Path) -> list[float]:
     db = sqlite3.connect(data_dir / "telemetry.sqlite")
     try:
         return [r[0] for r in db.execute("SELECT value_num FROM readings WHERE device_id='env-1' AND metric='seq'")]
     finally:
         db.close()
-
-
-async def wait_until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def check_all_once(acked: set[int], values: list[float]) -> None:
@@ -201,7 +180,7 @@ def test_backlog_published_while_eqmon_was_away_arrives(tmp_path: Path) -> None:
             finally:
                 await service.stop()
 
-        create_session(broker.port, "eqmon-noloss-2")
+        create_mqtt_session(broker.port, "eqmon-noloss-2", TOPIC)
         feeder = Feeder(broker.port, rate=100).start()
         asyncio.run(run_for(2))  # the session exists; eqmon then goes away …
         n_before = len(stored(tmp_path))
@@ -223,7 +202,7 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "eqmon.cli", "run", "--config", str(site_file), "--data-dir", str(data_dir)]
     procs: list[subprocess.Popen[str]] = []
     try:
-        create_session(broker.port, "eqmon-noloss-3")
+        create_mqtt_session(broker.port, "eqmon-noloss-3", TOPIC)
         feeder = Feeder(broker.port, rate=400).start()
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         time.sleep(4)
