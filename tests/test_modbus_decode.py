@@ -129,3 +129,28 @@ def test_compiled_decoders_match_decode_register(data_type: str, order: str, sca
             assert isinstance(r.value, float) and math.isnan(r.value)
         else:
             assert r.value == expected, (words, r.value, expected)
+
+
+@pytest.mark.parametrize("order", ["ABCD", "BADC"])
+def test_compiled_decoders_match_for_enums_and_named_bits(order: str) -> None:
+    """Enumerations and bit maps on the poll path match decode_register / decode_bits."""
+    import random
+
+    from collectors.modbus import compile_register, decode_bits
+
+    states = Register(name="state", address=0, data_type="uint16", order=order,  # type: ignore[arg-type]
+                      enum={0: "off", 1: "cooling", 4: "defrost"})  # fmt: skip
+    status = Register(name="status", address=0, data_type="uint16", order=order,  # type: ignore[arg-type]
+                      bits={0: "door_open", 3: "compressor_fault", 15: "sensor_fault"}, sentinels=[0xFFFF])  # fmt: skip
+    rng = random.Random(order)
+    for words in [[0], [1], [4], [0x0400], [0x0100], [0xFFFF]] + [[rng.randrange(0x10000)] for _ in range(200)]:
+        out: list = []  # type: ignore[type-arg]
+        compile_register("dev", states, 0)(words, 1.0, out)
+        expected = decode_register(states, words)
+        assert [r.value for r in out] == [expected]
+        out = []
+        compile_register("dev", status, 0)(words, 1.0, out)
+        if raw_value(words, order) == 0xFFFF:
+            assert {r.quality for r in out} == {"bad"}
+            continue
+        assert [(r.metric, r.value) for r in out][1:] == decode_bits(status, words)
