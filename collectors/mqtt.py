@@ -359,14 +359,9 @@ class MqttCollector:
             self._client.username_pw_set(broker.username, broker.password())
         if broker.tls is not None:
             t = broker.tls
-            key_password = None
-            if t.key_password_env:
-                import os
-
-                key_password = os.environ.get(t.key_password_env)
             self._client.tls_set(
                 ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
-                keyfile_password=key_password, cert_reqs=ssl.CERT_REQUIRED,
+                keyfile_password=t.key_password(), cert_reqs=ssl.CERT_REQUIRED,
             )  # fmt: skip
             self._client.tls_insecure_set(t.insecure)
         props = None

@@ -268,6 +268,9 @@ class MqttTls(_Model):
     key_password_env: str | None = None
     insecure: bool = False  # skip host-name verification (test benches only)
 
+    def key_password(self) -> str | None:
+        return os.environ.get(self.key_password_env) if self.key_password_env else None
+
 
 Device = Annotated[ModbusDevice | MqttDevice, Field(discriminator="protocol")]
 
