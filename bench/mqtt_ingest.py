@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eqmon.config import Site  # noqa: E402
-from eqmon.service import Service  # noqa: E402
+from eqmon_app.service import Service  # noqa: E402
 from tests.helpers import create_mqtt_session  # noqa: E402
 from tests.servers import MosquittoServer, free_port  # noqa: E402
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
-from eqmon.state import MonitorState
+from dashboard_api.state import MonitorState
 
 from .routers import alerts, devices, health, telemetry
 

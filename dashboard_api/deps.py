@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from eqmon.state import MonitorState
+from dashboard_api.state import MonitorState
 
 
 def get_state(request: Request) -> MonitorState:

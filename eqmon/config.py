@@ -625,7 +625,7 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
             problems.append((("scenario", i, "device"), f"no device with id {step.device!r}"))
     # MQTT devices without a topic of their own must be reached by a broker mapping.
     # (MQTT devices without any `mqtt:` section are allowed: `eqmon demo` embeds a broker and
-    # `eqmon run` refuses them, see eqmon.service.)
+    # `eqmon run` refuses them, see eqmon_app/service.py.)
     mappings = site.mqtt.mappings if site.mqtt else []
     for i, d in enumerate(site.devices):
         if isinstance(d, MqttDevice) and d.topic is None and not mappings:

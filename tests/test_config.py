@@ -17,7 +17,7 @@ EXAMPLE = ROOT / "examples" / "site.yaml"
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "eqmon.cli", "check-config", str(path)],
+        [sys.executable, "-m", "eqmon_app.cli", "check-config", str(path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 

@@ -37,7 +37,7 @@ def port_free(port: int) -> bool:
 
 def start_demo(tmp_path: Path, api_port: int, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "eqmon.cli", "demo", "--port", str(api_port), "--data-dir", str(tmp_path / "data"), *extra],
+        [sys.executable, "-m", "eqmon_app.cli", "demo", "--port", str(api_port), "--data-dir", str(tmp_path / "data"), *extra],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 

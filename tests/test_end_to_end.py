@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eqmon.service import Service
+from eqmon_app.service import Service
 from simulators import SimulatedSite
 from tests.helpers import wait_until as wait_for
 from tests.sitefiles import example_on_free_ports, site

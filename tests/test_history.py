@@ -12,7 +12,7 @@ import httpx
 from collectors.embedded import EmbeddedStore
 from collectors.spool import SpoolBatch
 from eqmon.domain import Reading
-from eqmon.service import Service
+from eqmon_app.service import Service
 from tests.sitefiles import example_on_free_ports, site
 
 T0 = 1_700_000_000.0  # a multiple of 3600 minus 800 s: windows are cut below

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import eqmon.service
+import eqmon_app.service
 from eqmon.config import Site
-from eqmon.service import Service
+from eqmon_app.service import Service
 from simulators import SimulatedSite
 from tests.helpers import wait_until
 from tests.servers import MosquittoServer, VictoriaMetricsServer, free_port
@@ -23,7 +23,7 @@ def open_rules(service: Service) -> list[tuple[str, str]]:
 
 
 def test_broker_outage_is_one_alert_not_one_per_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eqmon.service, "MQTT_BROKER_GRACE", 1.0)
+    monkeypatch.setattr(eqmon_app.service, "MQTT_BROKER_GRACE", 1.0)
     broker = MosquittoServer().start()
     shelf = {"item": "gloves", "unit_weight_g": 5.6, "capacity": 600, "par": 500, "heartbeat_s": 0.3,
              "first_publish_s": 0.1}  # fmt: skip
@@ -71,7 +71,7 @@ def test_broker_outage_is_one_alert_not_one_per_device(tmp_path: Path, monkeypat
 def test_sink_outage_raises_one_alert_resolved_when_writes_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(eqmon.service, "SINK_FAILING_GRACE", 1.0)
+    monkeypatch.setattr(eqmon_app.service, "SINK_FAILING_GRACE", 1.0)
     port = free_port()
     site = Site.model_validate({
         "site": {"name": "links"},

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from eqmon.config import Site
-from eqmon.service import Service
+from eqmon_app.service import Service
 from simulators import SimulatedSite
 from tests.servers import free_port
 

@@ -28,7 +28,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from eqmon.config import Site
-from eqmon.service import Service
+from eqmon_app.service import Service
 from tests.helpers import create_mqtt_session, wait_until
 from tests.servers import MosquittoServer, free_port
 
@@ -199,7 +199,7 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(data))
     data_dir = tmp_path / "data"
-    cmd = [sys.executable, "-m", "eqmon.cli", "run", "--config", str(site_file), "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "eqmon_app.cli", "run", "--config", str(site_file), "--data-dir", str(data_dir)]
     procs: list[subprocess.Popen[str]] = []
     try:
         create_mqtt_session(broker.port, "eqmon-noloss-3", TOPIC)

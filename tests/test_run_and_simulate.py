@@ -31,7 +31,7 @@ def test_run_against_simulate(mosquitto, tmp_path: Path) -> None:  # type: ignor
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(data, sort_keys=False))
 
-    cmd = [sys.executable, "-m", "eqmon.cli"]
+    cmd = [sys.executable, "-m", "eqmon_app.cli"]
     sim = subprocess.Popen([*cmd, "simulate", "--config", str(site_file)], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
     run = subprocess.Popen([*cmd, "run", "--config", str(site_file), "--data-dir", str(tmp_path / "data")],
@@ -80,7 +80,7 @@ def test_run_refuses_mqtt_devices_without_a_broker(tmp_path: Path) -> None:
     from tests.sitefiles import EXAMPLE
 
     r = subprocess.run(
-        [sys.executable, "-m", "eqmon.cli", "run", "--config", str(EXAMPLE), "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "eqmon_app.cli", "run", "--config", str(EXAMPLE), "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 2
@@ -102,7 +102,7 @@ def test_a_port_in_use_stops_start_up_with_a_clear_message(tmp_path: Path) -> No
     site_file.write_text(yaml.safe_dump(data))
     try:
         r = subprocess.run(
-            [sys.executable, "-m", "eqmon.cli", "run", "--config", str(site_file), "--data-dir", str(tmp_path / "d")],
+            [sys.executable, "-m", "eqmon_app.cli", "run", "--config", str(site_file), "--data-dir", str(tmp_path / "d")],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     finally:

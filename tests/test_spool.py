@@ -137,7 +137,7 @@ def test_full_policy_drop_oldest(tmp_path: Path) -> None:
 def test_warning_alert_at_80_percent(tmp_path: Path) -> None:
     """The service raises "telemetry spool filling up" through the alert engine at 80 %, and
     resolves it once the sinks caught up."""
-    from eqmon.service import SPOOL_ALERT, Service
+    from eqmon_app.service import SPOOL_ALERT, Service
     from tests.sitefiles import example_on_free_ports, site
 
     data = example_on_free_ports()

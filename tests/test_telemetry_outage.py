@@ -3,7 +3,7 @@
 * the server is SIGKILLed for 60 s while readings flow, then restarted: every reading the spool
   accepted arrives exactly once (value by value), and a second server without dedup, fed from
   the same spool, tells how many duplicates the retries produced;
-* eqmon itself (``python -m eqmon.cli run`` against ``eqmon simulate``) is SIGKILLed mid-run and
+* eqmon itself (``python -m eqmon_app.cli run`` against ``eqmon simulate``) is SIGKILLed mid-run and
   restarted: no reading the spool accepted is lost or doubled in the server.
 """
 
@@ -167,7 +167,7 @@ def test_eqmon_sigkilled_mid_run_loses_and_doubles_nothing(tmp_path: Path) -> No
     data["devices"] = [d for d in data["devices"] if d["protocol"] == "modbus"]
     data.pop("mqtt", None)
     site_file = tmp_path / "site.yaml"
-    cmd = [sys.executable, "-m", "eqmon.cli"]
+    cmd = [sys.executable, "-m", "eqmon_app.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -28,9 +28,9 @@ from collectors.scheduler import PollScheduler
 from collectors.sinks import SinkRunner
 from collectors.spool import DeadLetterStore, Spool
 from dashboard_api.app import create_app
+from dashboard_api.state import MonitorState
 from eqmon.config import ModbusDevice, MqttBroker, Site
 from eqmon.domain import Alert, DeviceStatusEvent, Reading, Severity
-from eqmon.state import MonitorState
 
 log = logging.getLogger("eqmon")
 

@@ -111,7 +111,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from eqmon.service import Service
+    from eqmon_app.service import Service
 
     site = _load(args.config)
     try:
@@ -156,7 +156,7 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from eqmon.service import Service
+    from eqmon_app.service import Service
     from simulators import SimulatedSite
     from simulators.broker import EmbeddedBroker
 

@@ -1,0 +1,3 @@
+from eqmon_app.cli import main
+
+raise SystemExit(main())
