@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .spool import Row, SpoolBatch
+from .spool import SpoolBatch, TelemetryRow
 
 WINDOWS = {"1m": 60, "1h": 3600}
 
@@ -57,7 +57,7 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
 """
 
 
-def _db_row(r: Row) -> tuple[object, ...]:
+def _db_row(r: TelemetryRow) -> tuple[object, ...]:
     dev, metric, v, ts, q, unit = r
     t = type(v)
     if t is float or t is int or t is bool:
@@ -97,7 +97,8 @@ class EmbeddedStore:
             db.executescript(_INCOMING)
         return db
 
-    def _write_sync(self, rows: list[tuple[object, ...]]) -> None:
+    def _write_sync(self, batch: SpoolBatch) -> None:
+        rows = [_db_row(r) for r in batch.rows]  # (the JSON is decoded here, off the event loop)
         db = self._writer()
         with db:
             db.execute("DELETE FROM incoming")
@@ -121,8 +122,7 @@ class EmbeddedStore:
         self.duplicates += len(rows) - n
 
     async def write(self, batch: SpoolBatch) -> None:
-        rows = [_db_row(r) for r in batch.rows]
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, rows)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, batch)
 
     def _prune_sync(self, now: float) -> int:
         db = self._writer()

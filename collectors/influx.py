@@ -14,9 +14,10 @@ conflicts across devices); a reading of bad/stale quality is written as the stri
 ``<metric>_quality`` instead of a value; timestamps in milliseconds, so a re-sent point is
 identical and overwrites itself. eqmon's own metrics go to the measurement ``eqmon_internal``.
 
-Prepared entries: the sink registers ``prepare`` with the spool (through SinkRunner), so the
-spool's writer thread stores each entry's line protocol beside its JSON, made by this same
-formatter from the same rows; draining is then joining stored texts, gzip and POST. ``prepare``
+Prepared entries: the sink is a ``PreparedSink`` (collectors/sinks.py): SinkRunner registers its
+``prepare`` with the spool, so the spool's writer thread stores each entry's line protocol beside
+its JSON, made by this same formatter from the same rows; ``write_prepared`` is then joining the
+stored texts, gzip and POST. ``prepare``
 declines (None) an entry with a device not in the site file or a value, timestamp or name whose
 type the JSON round trip could change; such entries, and entries stored under another device map
 (``prepare_key``), are formatted from the JSON at write time, to the same bytes.
@@ -43,8 +44,9 @@ from typing import Any
 
 from eqmon.config import InfluxDB
 
+from .deadletters import DeadLetterStore
 from .errors import SinkError
-from .spool import DeadLetterStore, Row, SpoolBatch
+from .spool import SpoolBatch, StoredRow, TelemetryRow
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ def series_keys(devices: Mapping[str, tuple[str, str]]) -> dict[str, str]:
 
 
 class LineFormatter:
-    """Spool rows -> line protocol, with the ``series field=`` prefix cached per device+metric."""
+    """Spool rows (``TelemetryRow``, or the plain tuples the spool prepares from) -> line protocol, with the ``series field=`` prefix cached per
+    device+metric."""
 
     def __init__(self, devices: Mapping[str, tuple[str, str]]) -> None:
         self._series = series_keys(devices)
@@ -91,7 +94,7 @@ class LineFormatter:
         self._prefix[key] = p
         return p
 
-    def line(self, row: Row) -> str | None:
+    def line(self, row: StoredRow) -> str | None:
         """One line, or None for a device that is not in the site (dead-lettered)."""
         dev, metric, v, ts, q, _ = row
         good = q == "good" and v is not None
@@ -107,13 +110,13 @@ class LineFormatter:
         if t is bool:
             return f"{p}{'true' if v else 'false'} {round(ts * 1000)}"
         if t is int:
-            return f"{p}{float(v)!r} {round(ts * 1000)}"
+            return f"{p}{float(v)!r} {round(ts * 1000)}"  # type: ignore[arg-type]  # (an int)
         return f"{p}{_esc_str(str(v))} {round(ts * 1000)}"
 
-    def lines(self, rows: Sequence[Row]) -> tuple[list[str], list[Row]]:
+    def lines(self, rows: Sequence[StoredRow]) -> tuple[list[str], list[StoredRow]]:
         """(lines, rows of unknown devices)."""
         out: list[str] = []
-        unknown: list[Row] = []
+        unknown: list[StoredRow] = []
         prefix = self._prefix
         for row in rows:
             dev, metric, v, ts, q, _ = row
@@ -130,7 +133,7 @@ class LineFormatter:
                 out.append(line)
         return out, unknown
 
-    def prepare(self, rows: Sequence[Row]) -> str | None:
+    def prepare(self, rows: Sequence[StoredRow]) -> str | None:
         """The lines of one spool entry joined by newlines, exactly ``"\\n".join(lines(rows))``
         of the rows decoded from its JSON; None when that cannot be guaranteed (a device not
         in the site file, or a type other than plain float/int/bool/str/None that JSON might
@@ -254,7 +257,8 @@ class InfluxWriter:
 
 
 class InfluxSink:
-    """Writes spool batches to InfluxDB v2 (or anything that speaks its write API)."""
+    """Writes spool batches to InfluxDB v2 (or anything that speaks its write API). A
+    ``PreparedSink`` (collectors/sinks.py): its line protocol is made when readings are accepted."""
 
     name = "influxdb"
 
@@ -271,14 +275,19 @@ class InfluxSink:
         self.formatter = LineFormatter(devices)
         self.prepare_key = _prepare_key(devices)
         # prepare runs in the spool's writer thread: it uses its own formatter (its own cache)
-        self.prepare = LineFormatter(devices).prepare
+        self._prep_formatter = LineFormatter(devices)
         self.writer = InfluxWriter(cfg.url, org=cfg.org, bucket=cfg.bucket, token=cfg.token(), timeout=cfg.timeout)
         self.dead_letters = dead_letters
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eqmon-influx")
         self.written = 0
         self.dead_lettered = 0
 
-    def _dead_letter(self, lines: list[str], rows: list[Row] | None, reason: str) -> None:
+    def prepare(self, rows: Sequence[StoredRow]) -> str | None:
+        """One spool entry's line protocol (see ``LineFormatter.prepare``); in the spool's
+        writer thread."""
+        return self._prep_formatter.prepare(rows)
+
+    def _dead_letter(self, lines: list[str], rows: Sequence[StoredRow] | None, reason: str) -> None:
         self.dead_lettered += len(lines) if rows is None else len(rows)
         if self.dead_letters is not None:
             self.dead_letters.add(self.name, lines, reason, rows)
@@ -302,22 +311,18 @@ class InfluxSink:
         self._write_lines(lines[:mid])
         self._write_lines(lines[mid:])
 
-    def _write_sync(self, batch: SpoolBatch) -> None:
-        preps = batch.preps
-        if preps is None or None in preps:  # (partly) unprepared: format from the JSON
-            self._write_rows(batch.rows)
-            return
-        # Every entry prepared: the body is the stored texts joined, the same bytes as the
-        # lines formatted from the rows joined (each text is its entry's lines joined).
+    def _write_prepared_sync(self, batch: SpoolBatch, texts: Sequence[str]) -> None:
+        # The body is the stored texts joined: the same bytes as the lines formatted from the
+        # rows joined (each text is its entry's lines joined).
         try:
-            self.writer.post("\n".join(preps).encode())
+            self.writer.post("\n".join(texts).encode())
         except _BadRequest as exc:
             lines, _ = self.formatter.lines(batch.rows)  # the same lines, to find the bad ones
             self._split(lines, exc)
             return
         self.written += len(batch)
 
-    def _write_rows(self, rows: list[Row]) -> None:
+    def _write_rows(self, rows: list[TelemetryRow]) -> None:
         lines, unknown = self.formatter.lines(rows)
         if unknown:
             self._dead_letter([], unknown, "device not in the site file")
@@ -325,7 +330,15 @@ class InfluxSink:
             self._write_lines(lines)
 
     async def write(self, batch: SpoolBatch) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_sync, batch)
+        """Format the batch from its rows (entries without a prepared text) and write it."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_batch, batch)
+
+    def _write_batch(self, batch: SpoolBatch) -> None:
+        self._write_rows(batch.rows)  # (the JSON is decoded here, off the event loop)
+
+    async def write_prepared(self, batch: SpoolBatch, texts: Sequence[str]) -> None:
+        """Write a batch whose every entry has its line protocol prepared (``texts``)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._write_prepared_sync, batch, texts)
 
     def close(self) -> None:
         self._executor.submit(self.writer.close).result()

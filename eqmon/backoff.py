@@ -56,5 +56,8 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """The jittered delay before retry number ``attempt`` (0-based), without state."""
-        base = min(self.initial * self.factor**attempt, self.maximum)
+        try:
+            base = min(self.initial * self.factor**attempt, self.maximum)
+        except OverflowError:  # factor**attempt beyond a float (attempt ≥ ~1024): long past the cap
+            base = self.maximum
         return base * self._rng.uniform(self.jitter_low, self.jitter_high)

@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from eqmon.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
@@ -173,6 +175,8 @@ class MqttPublisher:
         self.queue_limit = queue_limit
         self.max_inflight = max_inflight
         self.backoff_min, self.backoff_max = backoff_min, backoff_max
+        # reconnect: backoff_min, doubling up to backoff_max, no jitter; reset after a session
+        self._backoff = Backoff(backoff_min, backoff_max, jitter=(1.0, 1.0))
         self.connect_timeout = connect_timeout
         self._queue: deque[_Message] = deque()
         self._inflight: dict[int, _Message] = {}  # packet id → message awaiting PUBACK
@@ -262,7 +266,8 @@ class MqttPublisher:
     # -- connection loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = self.backoff_min
+        backoff = self._backoff
+        backoff.reset()
         while not self._stopping:
             try:
                 reader, writer = await asyncio.wait_for(
@@ -270,8 +275,7 @@ class MqttPublisher:
                 )
             except (TimeoutError, OSError) as exc:
                 self.last_error = f"connect to {self.host}:{self.port}: {exc or 'timeout'}"
-                await asyncio.sleep(backoff)
-                backoff = min(self.backoff_max, backoff * 2)
+                await asyncio.sleep(backoff.next())
                 continue
             self._writer = writer
             connects = self.connects
@@ -285,10 +289,9 @@ class MqttPublisher:
                 self._writer = None
                 writer.transport.abort()
             if self.connects > connects:
-                backoff = self.backoff_min  # the broker was there: retry soon
+                backoff.reset()  # the broker was there: retry soon
             if not self._stopping:
-                await asyncio.sleep(backoff)
-                backoff = min(self.backoff_max, backoff * 2)
+                await asyncio.sleep(backoff.next())
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(

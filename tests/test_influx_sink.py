@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from collectors.deadletters import DeadLetterStore
 from collectors.influx import InfluxHistory, InfluxSink, parse_retry_after
 from collectors.sinks import SinkRunner
-from collectors.spool import DeadLetterStore, Spool
+from collectors.spool import Spool
 from eqmon.config import InfluxDB
 from eqmon.domain import Reading
 

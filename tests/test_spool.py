@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from collectors.errors import SpoolFull
-from collectors.spool import Spool
+from collectors.spool import Spool, TelemetryRow
 from eqmon.domain import Quality, Reading
 
 
@@ -137,7 +137,8 @@ def test_full_policy_drop_oldest(tmp_path: Path) -> None:
 def test_warning_alert_at_80_percent(tmp_path: Path) -> None:
     """The service raises "telemetry spool filling up" through the alert engine at 80 %, and
     resolves it once the sinks caught up."""
-    from eqmon_app.service import SPOOL_ALERT, Service
+    from alerts.links import SPOOL_ALERT
+    from eqmon_app.service import Service
     from tests.sitefiles import example_on_free_ports, site
 
     data = example_on_free_ports()
@@ -149,20 +150,27 @@ def test_warning_alert_at_80_percent(tmp_path: Path) -> None:
     async def main() -> None:
         service = Service(s, data_dir=tmp_path)
         service.engine._on_change = lambda a: changes.append(f"{a.rule_id}:{a.state}")  # type: ignore[method-assign]
+
+        def check_spool(now: float) -> None:  # what the service's housekeeping does each second
+            sp = service.spool
+            service.links.check_spool(
+                now, fill=sp.fill, warn_at=s.telemetry.spool.warn_at, depth=sp.depth, oldest_age=sp.oldest_age(now)
+            )
+
         try:
             service.spool.put_sync(readings(0, 79))
-            service._check_spool(1.0)
+            check_spool(1.0)
             assert not changes
             service.spool.put_sync(readings(79, 2))
-            service._check_spool(2.0)
-            service._check_spool(3.0)
+            check_spool(2.0)
+            check_spool(3.0)
             assert changes == [f"{SPOOL_ALERT}:active"]
             alert = service.engine.active()[0]
             assert "telemetry spool filling up, 81% full" in alert.message
             batch = service.spool.read("embedded", 1000)
             assert batch is not None
             service.spool.confirm("embedded", batch.last_seq)
-            service._check_spool(4.0)
+            check_spool(4.0)
             assert changes == [f"{SPOOL_ALERT}:active", f"{SPOOL_ALERT}:resolved"]
         finally:
             service.spool.close()
@@ -226,16 +234,20 @@ def test_prepared_text_is_the_bytes_formatted_from_the_json(tmp_path: Path) -> N
         assert spool.prepared == 2
         batch = spool.read("influxdb", 10**9)
         assert batch is not None and len(batch) == 14 and batch.counts == [1, 9, 2, 1, 1]
-        assert batch.preps is not None and [p is not None for p in batch.preps] == [False, True, False, False, True]
+        assert batch.prepared is not None and [p is not None for p in batch.prepared] == [False, True, False, False, True]
         fmt = LineFormatter(devices)
-        for i, prep in enumerate(batch.preps):
+        for i, prep in enumerate(batch.prepared):
             lines, unknown = fmt.lines(batch.entry_rows(i))
             if prep is not None:
                 assert not unknown and prep == "\n".join(lines)
-        assert batch.preps[1] is not None and batch.preps[1].count("\n") == 8
+        assert batch.prepared[1] is not None and batch.prepared[1].count("\n") == 8
         assert list(map(repr, batch.readings()[1:10])) == list(map(repr, mixed))  # the JSON is the record (nan != nan)
         embedded = spool.read("embedded", 10**9)
-        assert embedded is not None and embedded.preps is None and embedded.rows == batch.rows
+        assert embedded is not None and embedded.prepared is None and embedded.rows == batch.rows
+        # typed rows: named fields, the quality as its plain string
+        row = embedded.rows[5]
+        assert isinstance(row, TelemetryRow) and type(row.quality) is str
+        assert (row.device_id, row.metric, row.value, row.ts, row.quality, row.unit) == ("q\"x", "s p", 'on "x"\\', 10.0, "good", "x")
     finally:
         spool.close()
     # Reopened under another device map: the stored texts are not used.
@@ -245,7 +257,7 @@ def test_prepared_text_is_the_bytes_formatted_from_the_json(tmp_path: Path) -> N
     try:
         assert spool.add_preparer("influxdb", other.prepare_key, other.prepare)
         batch = spool.read("influxdb", 10**9)
-        assert batch is not None and batch.preps == [None] * 5
+        assert batch is not None and batch.prepared == [None] * 5
     finally:
         spool.close()
 
@@ -269,7 +281,7 @@ def test_spool_file_of_an_older_eqmon_is_read(tmp_path: Path) -> None:
         assert spool.add_preparer("a", "k", lambda rows: "x")
         spool.put_sync(readings(0, 2))
         batch = spool.read("a", 100)
-        assert batch is not None and batch.preps == [None, "x"] and values(spool, "a") == [1.25, 0.25, 1.25]
+        assert batch is not None and batch.prepared == [None, "x"] and values(spool, "a") == [1.25, 0.25, 1.25]
         spool.confirm("a", batch.last_seq)
         assert spool.depth == 0
     finally:
