@@ -1,7 +1,7 @@
 """MQTT ingest benchmark (a script, not a test): messages/s from the broker into eqmon's
 telemetry store, beside paho-mqtt's bare receive rate measured in the same run.
 
-Method: a private Mosquitto (tests/servers.py) holds a backlog of N messages for a persistent
+Method: a private Mosquitto (simulators/servers.py) holds a backlog of N messages for a persistent
 session (published while the subscriber is away); the subscriber then connects and drains it.
 Each round runs, in turn:
 
@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from eqmon.config import Site  # noqa: E402
 from eqmon_app.service import Service  # noqa: E402
-from tests.helpers import create_mqtt_session  # noqa: E402
-from tests.servers import MosquittoServer, free_port  # noqa: E402
+from simulators.harness import create_mqtt_session  # noqa: E402
+from simulators.servers import MosquittoServer, free_port  # noqa: E402
 
 TOPIC = "bench/ward/env-1/state"
 

@@ -1,5 +1,5 @@
 """Benchmark: readings/s and CPU µs per reading from the durable spool to an InfluxDB-protocol
-server (VictoriaMetrics from tests/servers.py), beside a bare HTTP POST of the same line
+server (VictoriaMetrics from simulators/servers.py), beside a bare HTTP POST of the same line
 protocol (formatted, gzip'd and POSTed in the same batches) measured in the same run.
 
     .venv/bin/python bench/telemetry_write.py [--readings 200000] [--rounds 5] [--batch 5000]
@@ -34,7 +34,7 @@ from collectors.sinks import SinkRunner  # noqa: E402
 from collectors.spool import Spool  # noqa: E402
 from eqmon.config import InfluxDB  # noqa: E402
 from eqmon.domain import Reading  # noqa: E402
-from tests.servers import VictoriaMetricsServer  # noqa: E402
+from simulators.servers import VictoriaMetricsServer  # noqa: E402
 
 DEVICES = {f"fridge-{i:03d}": ("medication_refrigerator", f"Ward {i % 20} utility room") for i in range(200)}
 METRICS = ["temperature_c", "setpoint_c", "door_open_ratio", "compressor_run_hours", "humidity_pct"]

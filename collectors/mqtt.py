@@ -24,7 +24,6 @@ import base64
 import contextlib
 import json
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -39,12 +38,16 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from eqmon.backoff import Backoff
 from eqmon.config import MqttBroker, MqttDevice, MqttMapping, PayloadSpec
 from eqmon.domain import DeviceState, Quality, Reading
 
 from .health import DeviceHealth
 
 log = logging.getLogger(__name__)
+
+RECONNECT_JITTER = (0.8, 1.0)  # reconnect delays are cut by up to 20 %, never lengthened
+MIN_RECONNECT = 0.01  # reconnect_max 0 would retry in a busy loop: at least 10 ms between attempts
 
 
 class PayloadError(ValueError):
@@ -119,7 +122,7 @@ def _timestamp(doc: dict[str, Any], spec: PayloadSpec, received_at: float) -> fl
 def parse_payload(
     spec: PayloadSpec,
     device_id: str,
-    payload: bytes,
+    payload: bytes | bytearray,
     received_at: float,
     *,
     topic_metric: str | None = None,
@@ -302,6 +305,7 @@ class _Batch:
     readings: list[Reading] = field(default_factory=list)
     acks: list[tuple[int, int]] = field(default_factory=list)  # (mid, qos) in arrival order
     seen: dict[str, float] = field(default_factory=dict)  # device id → received at
+    retained: dict[str, float] = field(default_factory=dict)  # device id → ts of a retained state
     good: int = 0  # messages that became readings
 
 
@@ -333,7 +337,9 @@ class MqttCollector:
         self.disconnected_since: float | None = clock()  # None while connected
         self.connects = 0
         self.refusals = 0  # CONNACKs refusing us (bad credentials, not authorised …)
-        self._failures = 0  # consecutive connection failures, for the backoff
+        # After a lost connection: 1 s, 2 s, 4 s … up to reconnect_max, -20 % jitter; reset on connect.
+        self._reconnect_cap = max(broker.reconnect_max, MIN_RECONNECT)
+        self._disconnect_backoff = Backoff(min(1.0, self._reconnect_cap), self._reconnect_cap, jitter=RECONNECT_JITTER)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._sock: Any = None
@@ -368,10 +374,12 @@ class MqttCollector:
         if v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = int(broker.session_expiry)
-        self._client.connect_async(
-            broker.host, broker.port, keepalive=broker.keepalive,
-            **({"clean_start": False, "properties": props} if v5 else {}),
-        )  # fmt: skip
+        if v5:
+            self._client.connect_async(
+                broker.host, broker.port, keepalive=broker.keepalive, clean_start=False, properties=props
+            )
+        else:
+            self._client.connect_async(broker.host, broker.port, keepalive=broker.keepalive)
         c = self._client
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -427,7 +435,9 @@ class MqttCollector:
             self._reconnect_task = asyncio.create_task(self._connect_loop(delay), name="mqtt:connect")
 
     async def _connect_loop(self, delay: float) -> None:
-        backoff = max(delay, 0.5)
+        # Connection attempts failing: from max(delay, 0.5 s), doubling up to reconnect_max.
+        cap = self._reconnect_cap
+        backoff = Backoff(min(max(delay, 0.5), cap), cap, jitter=RECONNECT_JITTER)
         if delay:
             await asyncio.sleep(delay)
         assert self._loop is not None
@@ -440,10 +450,9 @@ class MqttCollector:
                 err = str(rc)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 err = f"{type(exc).__name__}: {exc}"
-            if self.connects == 0 or backoff >= self.broker.reconnect_max:
+            if self.connects == 0 or backoff.at_cap:
                 log.warning("cannot reach MQTT broker %s:%s (%s); retrying", self.broker.host, self.broker.port, err)
-            await asyncio.sleep(min(backoff, self.broker.reconnect_max) * random.uniform(0.8, 1.0))
-            backoff = min(backoff * 2, self.broker.reconnect_max)
+            await asyncio.sleep(backoff.next())
 
     def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
         """Run fn on the event loop thread (paho calls socket callbacks from connect's thread)."""
@@ -531,7 +540,7 @@ class MqttCollector:
             if self.refusals == 1:
                 log.error("MQTT broker %s:%s refused the connection: %s", self.broker.host, self.broker.port, rc)
             return
-        self._failures = 0
+        self._disconnect_backoff.reset()
         self.connected = True
         self.disconnected_since = None
         self.connects += 1
@@ -546,7 +555,7 @@ class MqttCollector:
         subs = self.router.filters()
         if self.broker.status_topic:
             subs.append("/".join("+" if p.startswith("{") else p for p in self.broker.status_topic.split("/")))
-        topics = [(f"$share/{group}/{t}" if group else t, self.broker.qos) for t in subs]
+        topics: list[tuple[str, int]] = [(f"$share/{group}/{t}" if group else t, self.broker.qos) for t in subs]
         if topics:
             client.subscribe(topics)
 
@@ -559,8 +568,7 @@ class MqttCollector:
             return
         if was:
             log.warning("lost the MQTT broker %s:%s (%s); reconnecting", self.broker.host, self.broker.port, rc)
-        self._failures += 1
-        self._schedule_connect(min(2.0 ** (self._failures - 1), self.broker.reconnect_max) * random.uniform(0.8, 1.0))
+        self._schedule_connect(self._disconnect_backoff.next())
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -588,10 +596,16 @@ class MqttCollector:
         if msg.dup:
             self.duplicates_redelivered += 1
         batch.readings.extend(readings)
-        batch.seen[routed.device_id] = now
+        if msg.retain and readings:
+            # The state the broker kept for us, maybe from long ago: the device was heard at the
+            # message's own time, not now (a shelf that died yesterday is not "online").
+            heard = min(now, max(r.ts for r in readings))
+            batch.retained[routed.device_id] = max(heard, batch.retained.get(routed.device_id, heard))
+        else:
+            batch.seen[routed.device_id] = now
         batch.good += 1
 
-    def _status(self, topic: str, payload: bytes, now: float) -> bool:
+    def _status(self, topic: str, payload: bytes | bytearray, now: float) -> bool:
         assert self.broker.status_topic is not None
         device_id = status_from_template(self.broker.status_topic, topic)
         if device_id is None:
@@ -608,7 +622,7 @@ class MqttCollector:
             self._bad("bad_status", topic, f"status {word[:40]!r}", payload, now)
         return True
 
-    def _bad(self, reason: str, topic: str, detail: str, payload: bytes, now: float) -> None:
+    def _bad(self, reason: str, topic: str, detail: str, payload: bytes | bytearray, now: float) -> None:
         self.bad_payloads[reason] += 1
         if self.dead_letters.maxlen != 0:
             self.dead_letters.append(DeadLetter(now, topic, reason, detail, bytes(payload[:65536])))
@@ -617,7 +631,7 @@ class MqttCollector:
 
     def _flush_pending(self) -> None:
         b = self._pending
-        if not b.acks and not b.readings and not b.seen:
+        if not b.acks and not b.readings and not b.seen and not b.retained:
             return
         self._queue.put_nowait(b)
         self._pending = _Batch(self._generation)
@@ -649,6 +663,17 @@ class MqttCollector:
         self.messages += batch.good
         for device_id, ts in batch.seen.items():
             self._health[device_id].success(ts)
+        if batch.retained:
+            now = self._clock()
+            for device_id, ts in batch.retained.items():
+                h = self._health[device_id]
+                if device_id in batch.seen or (h.last_success is not None and ts <= h.last_success):
+                    continue  # nothing newer: a retained state sent again on resubscribe
+                if h.stale_after is not None and now - ts > h.stale_after:
+                    h.last_success = ts  # heard of, but long ago: check_stale judges it
+                    h.check_stale(now)
+                    continue
+                h.success(ts)
         if batch.generation == self._generation and self._sock is not None:
             for mid, qos in batch.acks:
                 self._client.ack(mid, qos)

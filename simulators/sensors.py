@@ -4,7 +4,8 @@ pressure of an isolation room (negative pressure: at least 2.5 Pa below the corr
 Each model follows the publisher interface of :mod:`simulators.shelves`: ``step(now, hour)``,
 ``doc()`` (the JSON fields of a message, without ``ts``), ``change_key()`` (a change of it is
 published once it held ``hold_s``), ``p`` (publishing params) and ``inject(fault, params)`` for
-its own faults (``drift``, ``stuck``).
+its own faults (``drift``, ``stuck``). They are published by the shelves' ``DevicePublisher``,
+so their state messages are retained like the shelves' (docs/simulators.md).
 """
 
 from __future__ import annotations

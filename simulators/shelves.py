@@ -7,9 +7,12 @@ reads the gross weight with ±0.5 g noise, smoothed like shelf firmware does. Ea
 
 The publisher sends ``{"ts", "weight_g", "count", "item"}`` JSON to the device's topic when the
 count changed and the change held for ``hold_s`` seconds, and as a heartbeat every
-``heartbeat_s`` seconds; the first message goes out ``first_publish_s`` after start. It
-publishes ``online`` retained to ``eqmon/status/<device_id>`` and leaves ``offline`` as its
-last will (and publishes ``offline`` itself on a clean stop).
+``heartbeat_s`` seconds; the first message goes out ``first_publish_s`` after start. Every
+state message is published with the MQTT retain flag, as real smart shelves commonly do: the
+broker keeps the latest one and hands it to a subscriber as soon as it subscribes, so a monitor
+started after the shelf sees its state at once instead of at the next heartbeat (the message
+keeps its own ``ts``). It publishes ``online`` retained to ``eqmon/status/<device_id>`` and
+leaves ``offline`` as its last will (and publishes ``offline`` itself on a clean stop).
 
 ``weight_g`` is the gross scale reading (bin + items); ``count`` = round((gross − tare) / unit).
 """
@@ -25,10 +28,13 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from .mqtt_wire import MqttPublisher, Will
+
+if TYPE_CHECKING:
+    from .sensors import SensorModel
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +245,17 @@ def status_topic(device_id: str) -> str:
 
 class DevicePublisher:
     """Runs one MQTT device (a shelf or a sensor): advances its model and publishes its JSON
-    over its own MQTT connection, on change (once held ``hold_s``) and as a heartbeat."""
+    over its own MQTT connection, on change (once held ``hold_s``) and as a heartbeat, each
+    message retained (the broker keeps the device's latest state for new subscribers)."""
+
+    #: publish state messages with the MQTT retain flag
+    retain = True
 
     def __init__(
         self,
         device_id: str,
         topic: str,
-        model: ShelfModel,
+        model: ShelfModel | SensorModel,
         *,
         host: str,
         port: int,
@@ -362,10 +372,10 @@ class DevicePublisher:
         for i in range(self.burst):
             # A burst: `burst` distinct measurements (1 ms apart) instead of one.
             payload = self.payload(wall - i * 0.001)
-            self.client.publish(self.topic, payload, qos=self.qos)
+            self.client.publish(self.topic, payload, qos=self.qos, retain=self.retain)
             self.published += 1
             if self.duplicate:
-                self.client.publish(self.topic, payload, qos=self.qos)
+                self.client.publish(self.topic, payload, qos=self.qos, retain=self.retain)
                 self.published += 1
 
     def tick(self, now: float) -> None:

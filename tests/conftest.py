@@ -2,17 +2,19 @@
 
 Server fixtures (session scope, started only when a test requests them, always torn down):
 
-* ``mosquitto`` -> :class:`tests.servers.MosquittoServer`
-* ``victoria``  -> :class:`tests.servers.VictoriaMetricsServer` (``dedup=True``)
-* ``postgres``  -> :class:`tests.servers.PostgresServer` (own cluster, restartable)
+* ``mosquitto`` -> :class:`simulators.servers.MosquittoServer` (one per session; each test
+  gets it with no retained messages left by earlier tests)
+* ``victoria``  -> :class:`simulators.servers.VictoriaMetricsServer` (``dedup=True``)
+* ``postgres``  -> :class:`simulators.servers.PostgresServer` (own cluster, restartable)
 * ``machine_postgres_dsn`` -> DSN of the machine's PostgreSQL (never restart it)
 
 A test that stops/kills a session server must leave it running again (``restart()``), or
 better: create its own ``with MosquittoServer() as srv:`` instance. If a server cannot be
 started the fixture raises (the test errors); these fixtures never skip.
 
-Import helpers as ``from tests.servers import ...`` (not ``from servers import ...``:
-that would load a second copy of the module with its own registry of running servers).
+Import servers as ``from simulators.servers import ...`` and helpers as
+``from simulators.harness import ...`` (the benchmarks use them too). The leak check reads the
+registry of running servers of ``simulators.servers``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from tests import servers  # noqa: E402
+from simulators import servers  # noqa: E402
+from simulators.harness import clear_retained  # noqa: E402
 
 LEAK_GRACE_SECONDS = float(os.environ.get("EQMON_LEAK_GRACE_SECONDS", "2.0"))
 
@@ -46,12 +49,22 @@ def _start(server: servers.ServerProcess):
 
 
 @pytest.fixture(scope="session")
-def mosquitto():
+def _mosquitto_session():
     server = _start(servers.MosquittoServer(shared=True))
     try:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def mosquitto(_mosquitto_session):
+    """The session's broker, without the retained messages of earlier tests (the simulated
+    devices publish their state retained; a test's subscribers must not get another test's)."""
+    if not _mosquitto_session.running:  # a test stopped it without starting it again
+        _mosquitto_session.start()
+    clear_retained(_mosquitto_session.port)
+    return _mosquitto_session
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from eqmon.config import Site
-from tests.servers import free_port
+from simulators.servers import free_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "site.yaml"
 

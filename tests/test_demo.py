@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
+from simulators.servers import free_port
 from tests.sitefiles import example_dict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import pytest
 
 from eqmon_app.service import Service
 from simulators import SimulatedSite
-from tests.helpers import wait_until as wait_for
+from simulators.harness import wait_until as wait_for
 from tests.sitefiles import example_on_free_ports, site
 
 

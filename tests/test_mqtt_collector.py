@@ -15,7 +15,7 @@ from collectors.health import DeviceHealth
 from collectors.mqtt import MqttCollector, PayloadError, parse_payload
 from eqmon.config import MqttBroker, MqttDevice
 from eqmon.domain import DeviceState, Reading
-from tests.helpers import wait_until
+from simulators.harness import wait_until
 
 SHELF = MqttDevice.model_validate(
     {
@@ -111,6 +111,48 @@ def test_collector_receives_counts_bad_payloads_and_survives_a_broker_restart(mo
                 pub2.loop_stop()
                 pub2.disconnect()
             assert [r.value for r in got if r.metric == "count"] == [1, 2]
+        finally:
+            await col.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.integration
+def test_a_retained_state_counts_from_its_own_time_not_from_the_subscription(mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """Shelves publish their state retained (docs/simulators.md): a fresh one makes a newly
+    started eqmon show the shelf at once; one from two days ago must not make a dead shelf look
+    online: its readings keep their time and the device is stale."""
+    old_shelf = SHELF.model_copy(update={"id": "shelf-old", "topic": "t/shelf-old/state"})
+    now = time.time()
+
+    async def main() -> None:
+        got: list[Reading] = []
+        health = {
+            d.id: DeviceHealth(d.id, stale_after=600, emit=lambda e: None) for d in (SHELF, old_shelf)
+        }
+
+        async def accept(readings: list[Reading]) -> None:
+            got.extend(readings)
+
+        pub = publisher(mosquitto.port)
+        try:
+            state = {"weight_g": 10.0, "count": 1, "power": {"battery_mv": 3000}}
+            pub.publish(SHELF.topic, json.dumps({**state, "ts": now - 5}), qos=1, retain=True).wait_for_publish(5)
+            pub.publish(old_shelf.topic, json.dumps({**state, "ts": now - 2 * 86400}), qos=1,
+                        retain=True).wait_for_publish(5)  # fmt: skip
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+        broker = MqttBroker(host="127.0.0.1", port=mosquitto.port, client_id="eqmon-test-retained")
+        col = MqttCollector(broker, [SHELF, old_shelf], health.__getitem__, accept, clock=time.time)
+        await col.start()
+        try:
+            await wait_until(lambda: len(got) == 6, 10, "both retained states")
+            assert health[SHELF.id].state == DeviceState.ONLINE
+            assert health[SHELF.id].last_success == pytest.approx(now - 5)
+            assert health[old_shelf.id].state == DeviceState.STALE
+            assert health[old_shelf.id].last_success == pytest.approx(now - 2 * 86400)
+            assert [r.ts for r in got if r.device_id == old_shelf.id] == [pytest.approx(now - 2 * 86400)] * 3
         finally:
             await col.stop()
 

@@ -18,8 +18,8 @@ from collectors.mqtt import MqttCollector
 from eqmon.config import MqttBroker, Site
 from eqmon.domain import DeviceState, Reading
 from simulators import SimulatedSite
-from tests.helpers import wait_until as wait_for
-from tests.servers import MosquittoServer, free_port
+from simulators.harness import wait_until as wait_for
+from simulators.servers import MosquittoServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 from eqmon.config import Site
 from eqmon_app.service import Service
 from simulators import SimulatedSite
-from tests.servers import free_port
+from simulators.servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from eqmon.config import Site
 from eqmon_app.service import Service
-from tests.helpers import create_mqtt_session, wait_until
-from tests.servers import MosquittoServer, free_port
+from simulators.harness import create_mqtt_session, wait_until
+from simulators.servers import MosquittoServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,79 +1,198 @@
 """`eqmon simulate` and `eqmon run` as two processes, as a tester runs them: the production
-service polls the simulators over real TCP and takes shelf messages through a real Mosquitto."""
+service polls the simulators over real TCP and takes shelf messages through a real Mosquitto.
+
+Each test runs its own broker: the simulated shelves publish their state retained, and a shared
+broker would hand one test's retained states to the next."""
 
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.servers import free_port
+from simulators.servers import MosquittoServer, free_port, tcp_connectable
 from tests.sitefiles import example_on_free_ports
 
+CLI = [sys.executable, "-m", "eqmon_app.cli"]
 
-def get(url: str) -> object:
+
+def get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=3) as r:
         return json.load(r)
 
 
-@pytest.mark.integration
-def test_run_against_simulate(mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    data = example_on_free_ports(mqtt_port=mosquitto.port)
+def start(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    """An eqmon command in its own process, its output into ``log`` (a pipe nobody reads
+    during the test could fill up and block it)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen([*CLI, *args], stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """SIGTERM, wait, and return the output; asserts a clean exit."""
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    out = log.read_text(errors="replace")
+    assert proc.returncode == 0, out
+    return out
+
+
+def wait_for_devices(
+    api: str, pred: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str
+) -> list[dict[str, Any]]:
+    """Poll ``GET /api/v1/devices`` until ``pred`` holds for the list (the API may not be up
+    yet); AssertionError naming ``what`` with the last answer after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    devices: list[dict[str, Any]] = []
+    while True:
+        try:
+            devices = get(f"{api}/api/v1/devices")
+        except OSError:
+            devices = []
+        if devices and pred(devices):
+            return devices
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: {devices}")
+        time.sleep(0.2)
+
+
+def all_online(devices: list[dict[str, Any]]) -> bool:
+    return all(d["status"] == "online" and d["readings"] for d in devices)
+
+
+def write_site(data: dict[str, Any], tmp_path: Path) -> tuple[Path, str]:
     api_port = free_port()
     data["api"]["port"] = api_port
     site_file = tmp_path / "site.yaml"
     site_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    return site_file, f"http://127.0.0.1:{api_port}"
 
-    cmd = [sys.executable, "-m", "eqmon_app.cli"]
-    sim = subprocess.Popen([*cmd, "simulate", "--config", str(site_file)], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    run = subprocess.Popen([*cmd, "run", "--config", str(site_file), "--data-dir", str(tmp_path / "data")],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        devices: list[dict] = []  # type: ignore[type-arg]
-        while time.monotonic() < deadline:
-            try:
-                devices = get(f"http://127.0.0.1:{api_port}/api/v1/devices")  # type: ignore[assignment]
-            except OSError:
-                devices = []
-            if devices and all(d["status"] == "online" and d["readings"] for d in devices):
-                break
-            time.sleep(0.5)
-        assert [d["status"] for d in devices] == ["online"] * 7, devices
-        health = get(f"http://127.0.0.1:{api_port}/healthz")
-        assert health["devices"] == {"online": 7}  # type: ignore[index]
-        assert health["counters"]["mqtt_bad_payloads"] == 0  # type: ignore[index]
 
-        # The simulators stop: the Modbus devices go offline and raise "device offline".
-        sim.send_signal(signal.SIGTERM)
-        sim_out, _ = sim.communicate(timeout=30)
-        assert sim.returncode == 0, sim_out
-        deadline = time.monotonic() + 30
-        offline: list[str] = []
-        while time.monotonic() < deadline and len(offline) < 4:
-            alerts = get(f"http://127.0.0.1:{api_port}/api/v1/alerts?open_only=true")
-            offline = sorted(a["device_id"] for a in alerts if a["rule_id"] == "device-offline")  # type: ignore[union-attr]
-            time.sleep(0.5)
-        assert offline == ["freezer-1", "fridge-1", "fridge-2", "warmer-1"]
-        run.send_signal(signal.SIGTERM)
-        run_out, _ = run.communicate(timeout=30)
-        assert run.returncode == 0, run_out
-        assert "Traceback" not in run_out, run_out
-        # One log line per device going offline, not one per failed poll.
-        assert run_out.count("device fridge-1 is offline") == 1, run_out
-    finally:
-        for p in (sim, run):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+@pytest.mark.integration
+def test_run_against_simulate(tmp_path: Path) -> None:
+    with MosquittoServer() as broker:
+        site_file, api = write_site(example_on_free_ports(mqtt_port=broker.port), tmp_path)
+        sim_log, run_log = tmp_path / "simulate.log", tmp_path / "run.log"
+        sim = start("simulate", "--config", str(site_file), log=sim_log)
+        data_dir = str(tmp_path / "data")
+        run = start("run", "--config", str(site_file), "--data-dir", data_dir, log=run_log)
+        try:
+            # Whichever subscribes first, eqmon or the shelves' first message, the broker hands
+            # eqmon each shelf's retained state: every device is online within seconds, not at
+            # the shelves' next heartbeat (30 s). The bound only stops a broken run.
+            devices = wait_for_devices(api, all_online, 60, "every device online with readings")
+            assert [d["status"] for d in devices] == ["online"] * 7, devices
+            health = get(f"{api}/healthz")
+            assert health["devices"] == {"online": 7}
+            # No bad MQTT message (counted as mqtt_bad_payloads, or per reason as
+            # mqtt_bad_messages_<reason>, which is absent while zero).
+            counters = health["counters"]
+            assert any(k.startswith("mqtt_") for k in counters), counters
+            assert not {k: v for k, v in counters.items() if k.startswith("mqtt_bad_") and v}, counters
+
+            # The simulators stop: the Modbus devices go offline and raise "device offline".
+            stop(sim, sim_log)
+            expected = ["freezer-1", "fridge-1", "fridge-2", "warmer-1"]
+            deadline = time.monotonic() + 30
+            offline: list[str] = []
+            while offline != expected:
+                assert time.monotonic() < deadline, f"device-offline alerts: {offline}"
+                time.sleep(0.2)
+                alerts = get(f"{api}/api/v1/alerts?open_only=true")
+                offline = sorted(a["device_id"] for a in alerts if a["rule_id"] == "device-offline")
+            run_out = stop(run, run_log)
+            assert "Traceback" not in run_out, run_out
+            # One log line per device going offline, not one per failed poll.
+            assert run_out.count("device fridge-1 is offline") == 1, run_out
+        finally:
+            for p in (sim, run):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+
+
+@pytest.mark.integration
+def test_eqmon_started_after_the_shelves_published_sees_every_shelf_at_once(tmp_path: Path) -> None:
+    """The shelves publish once, and not again for an hour; eqmon starts only then, and still
+    shows every shelf within 5 s, with the shelf's own timestamp: from the retained message."""
+    data = example_on_free_ports()
+    data["devices"] = [d for d in data["devices"] if d["protocol"] == "mqtt"]
+    data.pop("alerts", None)  # its rules are for the Modbus equipment
+    for d in data["devices"]:
+        # one message at start, then silence: no heartbeat, and no use that changes the count
+        d["simulator"]["params"].update(heartbeat_s=3600, use_per_hour=0, first_publish_s=0.1)
+    topics = {d["topic"]: d["id"] for d in data["devices"]}
+    assert len(topics) == 3
+
+    with MosquittoServer() as broker:
+        data["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "client_id": "eqmon-late"}
+        site_file, api = write_site(data, tmp_path)
+        # A witness subscribed before the shelves start sees what they publish, as it happens.
+        got: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        witness = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="witness")
+        witness.on_message = lambda c, u, m: got.put(m)
+        subscribed = threading.Event()
+        witness.on_subscribe = lambda *a: subscribed.set()
+        witness.connect("127.0.0.1", broker.port)
+        witness.loop_start()
+        sim_log, run_log = tmp_path / "simulate.log", tmp_path / "run.log"
+        sim = run = None
+        try:
+            witness.subscribe([(t, 1) for t in topics])
+            assert subscribed.wait(10), "the broker never confirmed the witness's subscription"
+            sim = start("simulate", "--config", str(site_file), log=sim_log)
+            published: dict[str, dict[str, Any]] = {}
+            deadline = time.monotonic() + 30
+            while len(published) < len(topics):
+                assert sim.poll() is None, sim_log.read_text(errors="replace")
+                assert time.monotonic() < deadline, f"shelves published only {sorted(published)}"
+                try:
+                    m = got.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                assert not m.retain  # a live message to a subscriber that was there before
+                published[topics[m.topic]] = json.loads(m.payload)
+
+            data_dir = str(tmp_path / "data")
+            run = start("run", "--config", str(site_file), "--data-dir", data_dir, log=run_log)
+            deadline = time.monotonic() + 60  # eqmon starting (slow when the machine is busy)
+            while not tcp_connectable("127.0.0.1", int(api.rsplit(":", 1)[1])):
+                assert run.poll() is None, run_log.read_text(errors="replace")
+                assert time.monotonic() < deadline, "eqmon's API never came up"
+                time.sleep(0.05)
+            t_up = time.monotonic()
+            devices = wait_for_devices(api, all_online, 5, "every shelf online with readings")
+            waited = time.monotonic() - t_up
+            assert got.empty(), "a shelf published again: eqmon may have seen it live"
+            assert {d["id"] for d in devices} == set(published), devices
+            for d in devices:
+                count = d["readings"]["count"]
+                assert count["value"] == published[d["id"]]["count"]
+                assert count["ts"] == pytest.approx(published[d["id"]]["ts"], abs=0.002)
+            assert waited <= 5
+            run_out = stop(run, run_log)
+            assert "Traceback" not in run_out, run_out
+            stop(sim, sim_log)
+        finally:
+            witness.loop_stop()
+            witness.disconnect()
+            for p in (sim, run):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
 
 
 def test_run_refuses_mqtt_devices_without_a_broker(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The test servers of tests/servers.py really work, restart and keep their data."""
+"""The test servers of simulators/servers.py really work, restart and keep their data; the
+VictoriaMetrics download finds the machine's Debian mirror."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import queue
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -13,11 +15,20 @@ import pytest
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from tests.servers import (
+from simulators import servers
+from simulators.harness import clear_retained
+from simulators.servers import (
+    AptSource,
     MosquittoServer,
     PostgresServer,
     VictoriaMetricsServer,
+    debian_archive_source,
+    ensure_victoria_metrics,
     free_port,
+    parse_deb822_sources,
+    parse_one_line_sources,
+    pick_debian_archive,
+    private_apt_sources,
     tcp_connectable,
 )
 
@@ -148,6 +159,23 @@ def test_mosquitto_sigkill_after_autosave_keeps_queued_message():
             assert sub.get().payload == b"saved"
 
 
+def test_clear_retained_leaves_no_retained_message():
+    """The ``mosquitto`` fixture clears retained messages before each test (simulated devices
+    publish their state retained)."""
+    with MosquittoServer() as srv:
+        with MqttTestClient(srv, f"pub-{_uid()}") as pub:
+            for topic in ("site/a/state", "site/b/state"):
+                info = pub.client.publish(topic, b"{}", qos=1, retain=True)
+                info.wait_for_publish(TIMEOUT)
+            pub.publish("site/c/live", b"not retained")
+        assert sorted(clear_retained(srv.port)) == ["site/a/state", "site/b/state"]
+        assert clear_retained(srv.port) == []
+        with MqttTestClient(srv, f"sub-{_uid()}") as sub:
+            sub.subscribe("site/#")
+            with pytest.raises(queue.Empty):
+                sub.get(timeout=0.5)
+
+
 def test_mosquitto_start_failure_raises_with_log_tail():
     broker = MosquittoServer(extra_config=["no_such_option 1"])
     try:
@@ -275,3 +303,121 @@ def test_postgres_second_cluster_is_independent():
         with psycopg.connect(pg.dsn, connect_timeout=10) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("test",)
         assert pg.log_path.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The VictoriaMetrics download: the machine's own Debian mirror, suite changed to trixie
+# ---------------------------------------------------------------------------------------------
+MIRROR = "http://mirror.invalid/debian"
+SECURITY = "http://mirror.invalid/debian-security"
+
+DEB822 = f"""\
+Types: deb
+# a comment inside a stanza, as Debian's own file has one
+URIs: {MIRROR}
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: {SECURITY}
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+ONE_LINE = f"""\
+# deb http://commented.invalid/debian bookworm main
+deb {SECURITY} bookworm-security main contrib
+deb-src {MIRROR} bookworm main
+deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR}/ bookworm main non-free-firmware
+deb {MIRROR} bookworm-updates main  # trailing comment
+"""
+
+
+def test_deb822_sources_are_parsed_and_the_archive_entry_is_picked():
+    entries = parse_deb822_sources(DEB822, "debian.sources")
+    assert entries == [
+        AptSource(MIRROR, ("bookworm", "bookworm-updates"), ("main",), "debian.sources"),
+        AptSource(SECURITY, ("bookworm-security",), ("main",), "debian.sources"),
+    ]
+    assert pick_debian_archive(entries) == entries[0]
+    # The security entry first in the file changes nothing.
+    security_first = DEB822.split("\n\n")[1] + "\n" + DEB822.split("\n\n")[0]
+    assert pick_debian_archive(parse_deb822_sources(security_first)).uri == MIRROR  # type: ignore[union-attr]
+
+
+def test_deb822_disabled_stanzas_source_only_stanzas_and_several_uris():
+    text = (
+        "Types: deb\nURIs: http://off.invalid/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n\n"
+        "Types: deb-src\nURIs: http://src.invalid/debian\nSuites: bookworm\nComponents: main\n\n"
+        f"Types: deb deb-src\nURIs: {MIRROR} http://second.invalid/debian\nSuites: bookworm\n"
+        "Components: main contrib\nSigned-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n"
+        " -----END PGP PUBLIC KEY BLOCK-----\n"
+    )
+    entries = parse_deb822_sources(text)
+    assert [e.uri for e in entries] == [MIRROR, "http://second.invalid/debian"]
+    assert entries[0].components == ("main", "contrib")
+
+
+def test_one_line_sources_are_parsed_and_the_archive_entry_is_picked():
+    entries = parse_one_line_sources(ONE_LINE, "sources.list")
+    assert entries == [
+        AptSource(SECURITY, ("bookworm-security",), ("main", "contrib"), "sources.list"),
+        AptSource(MIRROR, ("bookworm",), ("main", "non-free-firmware"), "sources.list"),
+        AptSource(MIRROR, ("bookworm-updates",), ("main",), "sources.list"),
+    ]
+    assert pick_debian_archive(entries) == entries[1]
+
+
+def test_the_debian_archive_is_preferred_to_third_party_repositories():
+    third_party = AptSource("https://vendor.invalid/apt", ("nodistro",), ("main",))
+    updates_only = AptSource(MIRROR, ("bookworm-updates",), ("main",))
+    release = AptSource(MIRROR, ("bookworm",), ("main",))
+    assert pick_debian_archive([third_party, updates_only, release]) == release
+    assert pick_debian_archive([third_party, updates_only]) == updates_only
+    assert pick_debian_archive([AptSource(SECURITY, ("bookworm-security",), ("main",))]) is None
+    assert pick_debian_archive([AptSource(MIRROR, ("bookworm",), ("contrib",))]) is None
+
+
+def test_machine_configuration_files_in_both_formats(tmp_path: Path):
+    sources_list = tmp_path / "sources.list"
+    parts = tmp_path / "sources.list.d"
+    parts.mkdir()
+    # Only the security archive in sources.list; the mirror in a deb822 file.
+    sources_list.write_text(f"deb {SECURITY} bookworm-security main\n")
+    (parts / "debian.sources").write_text(DEB822)
+    (parts / "vendor.sources.disabled").write_text(DEB822.replace(MIRROR, "http://disabled.invalid/debian"))
+    picked = debian_archive_source(sources_list, parts)
+    assert (picked.uri, picked.origin) == (MIRROR, str(parts / "debian.sources"))
+    # One-line style only (an older machine).
+    (parts / "debian.sources").unlink()
+    sources_list.write_text(ONE_LINE)
+    assert debian_archive_source(sources_list, parts).uri == MIRROR
+    # Nothing usable: a clear error, no guess.
+    sources_list.write_text(f"deb {SECURITY} bookworm-security main\n")
+    with pytest.raises(RuntimeError, match="no Debian archive entry"):
+        debian_archive_source(sources_list, parts)
+
+
+def test_private_sources_change_only_the_suite():
+    text = private_apt_sources(AptSource(MIRROR, ("bookworm", "bookworm-updates"), ("main",)))
+    assert text == (
+        f"Types: deb\nURIs: {MIRROR}\nSuites: trixie\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+
+
+def test_ensure_victoria_metrics_uses_the_cache_or_the_environment(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("EQMON_VICTORIA_METRICS_BIN", raising=False)
+    binary = tmp_path / "victoria-metrics"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+
+    def no_download(*a):  # type: ignore[no-untyped-def]
+        raise AssertionError("downloaded although the binary is cached")
+
+    monkeypatch.setattr(servers, "_download_victoria_metrics", no_download)
+    assert ensure_victoria_metrics(tmp_path) == binary
+    monkeypatch.setenv("EQMON_VICTORIA_METRICS_BIN", "/opt/vm/victoria-metrics")
+    assert ensure_victoria_metrics(tmp_path / "empty") == Path("/opt/vm/victoria-metrics")

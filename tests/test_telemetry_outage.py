@@ -29,7 +29,7 @@ from collectors.sinks import SinkRunner
 from collectors.spool import Spool
 from eqmon.config import InfluxDB
 from eqmon.domain import Reading
-from tests.servers import VictoriaMetricsServer, http_get
+from simulators.servers import VictoriaMetricsServer, http_get
 from tests.sitefiles import example_on_free_ports
 
 OUTAGE = float(os.environ.get("EQMON_TEST_OUTAGE_SECONDS", "60"))
@@ -133,7 +133,7 @@ def test_server_sigkilled_for_a_minute_every_reading_arrives_once(tmp_path: Path
         assert not unexpected, sorted(unexpected)[:5]
         missing = expected - set(counts)
         # VictoriaMetrics itself loses what it acknowledged in the last seconds before a SIGKILL
-        # (tests/servers.py). Those readings were confirmed by the sink before the kill; any
+        # (simulators/servers.py). Those readings were confirmed by the sink before the kill; any
         # other missing reading is ours.
         confirmed_before_kill = max((seq for t, s, seq in confirms if s == "influxdb" and t <= killed_at), default=0)
         ours = [k for k in missing if seq_of[accepted_index(accepted, k)] > confirmed_before_kill]

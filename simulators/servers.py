@@ -1,4 +1,8 @@
-"""Managers for real server processes used by the integration tests.
+"""Managers for real server processes used by the integration tests and the benchmarks.
+
+Like the rest of :mod:`simulators`, this stands in for the hospital's infrastructure (an MQTT
+broker, a time-series database, PostgreSQL) so eqmon can be tested against the real thing; it
+imports nothing of eqmon itself.
 
 Every manager runs its own copy of a server on a free 127.0.0.1 port inside its own
 temporary directory, so tests may stop, SIGKILL and restart it freely. The machine's
@@ -39,6 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -342,6 +347,136 @@ class MosquittoServer(ServerProcess):
 # ---------------------------------------------------------------------------------------------
 VM_CACHE_DIR = CACHE_DIR / "victoria-metrics"
 VM_DEBIAN_SUITE = "trixie"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+APT_SOURCES_LIST = Path("/etc/apt/sources.list")
+APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One ``deb`` entry of an apt configuration (one URI, its suites and components)."""
+
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    origin: str = ""  # the file it came from, for error messages
+
+
+def _is_security_suite(suite: str) -> bool:
+    # bookworm-security, trixie-security; before bullseye: buster/updates
+    return suite.endswith("-security") or suite.endswith("/updates")
+
+
+def parse_deb822_sources(text: str, origin: str = "") -> list[AptSource]:
+    """``deb`` entries of a deb822 ``.sources`` file (``Types:``, ``URIs:``, ``Suites:``,
+    ``Components:``, ``Enabled:``); one entry per URI of a stanza."""
+    out: list[AptSource] = []
+    stanzas: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    key: str | None = None
+    for raw in text.splitlines() + [""]:
+        if raw.startswith("#"):
+            continue  # a comment, also between the fields of a stanza
+        if not raw.strip():
+            if fields:
+                stanzas.append(fields)
+            fields, key = {}, None
+            continue
+        if raw[0] in " \t":  # continuation of the previous field (e.g. an inline key)
+            if key is not None:
+                fields[key] += "\n" + raw.strip()
+            continue
+        name, sep, value = raw.partition(":")
+        if not sep:
+            continue
+        key = name.strip().lower()
+        fields[key] = value.strip()
+    for f in stanzas:
+        if "deb" not in f.get("types", "").split():
+            continue
+        if f.get("enabled", "yes").strip().lower() in ("no", "false", "0"):
+            continue
+        for uri in f.get("uris", "").split():
+            out.append(AptSource(uri.rstrip("/"), tuple(f.get("suites", "").split()),
+                                 tuple(f.get("components", "").split()), origin))
+    return out
+
+
+def parse_one_line_sources(text: str, origin: str = "") -> list[AptSource]:
+    """``deb`` entries of a one-line-style ``sources.list``:
+    ``deb [option=value …] URI suite [component …]``."""
+    out: list[AptSource] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line.startswith("deb ") and not line.startswith("deb\t"):
+            continue
+        rest = line[3:].strip()
+        if rest.startswith("["):  # options: [arch=amd64 signed-by=…]
+            rest = rest.partition("]")[2]
+        words = rest.split()
+        if len(words) < 2:
+            continue
+        out.append(AptSource(words[0].rstrip("/"), (words[1],), tuple(words[2:]), origin))
+    return out
+
+
+def apt_sources(sources_list: Path = APT_SOURCES_LIST, sources_dir: Path = APT_SOURCES_DIR) -> list[AptSource]:
+    """The ``deb`` entries of the machine's apt configuration, in apt's reading order."""
+    found: list[AptSource] = []
+    if sources_list.is_file():
+        found += parse_one_line_sources(sources_list.read_text(errors="replace"), str(sources_list))
+    if sources_dir.is_dir():
+        for path in sorted(sources_dir.iterdir()):
+            if path.suffix == ".list":
+                found += parse_one_line_sources(path.read_text(errors="replace"), str(path))
+            elif path.suffix == ".sources":
+                found += parse_deb822_sources(path.read_text(errors="replace"), str(path))
+    return found
+
+
+def pick_debian_archive(sources: Iterable[AptSource]) -> AptSource | None:
+    """The entry that serves Debian's main archive: a ``deb`` entry with component ``main``
+    whose suites are not the security archive. Preferred, in this order: a URI with a path
+    segment ``debian`` (how Debian mirrors and snapshots lay out the archive; third-party
+    repositories rarely do), and suites that list a release itself (``bookworm``, not only
+    ``bookworm-updates``/``-backports``); then apt's reading order. None if there is none."""
+    candidates = [
+        s for s in sources
+        if s.suites and "main" in s.components and not s.uri.startswith("cdrom:")
+        and not any(_is_security_suite(x) for x in s.suites)
+    ]  # fmt: skip
+
+    def rank(s: AptSource) -> tuple[bool, bool]:
+        debian_path = "debian" in urllib.parse.urlsplit(s.uri).path.split("/")
+        release = any("-" not in x and "/" not in x for x in s.suites)
+        return (not debian_path, not release)
+
+    return min(candidates, key=rank) if candidates else None  # min: the first of the best
+
+
+def debian_archive_source(sources_list: Path = APT_SOURCES_LIST, sources_dir: Path = APT_SOURCES_DIR) -> AptSource:
+    """The machine's own Debian mirror (:func:`pick_debian_archive` of its apt configuration);
+    RuntimeError naming the files read when it has none."""
+    source = pick_debian_archive(apt_sources(sources_list, sources_dir))
+    if source is None:
+        raise RuntimeError(
+            f"cannot fetch victoria-metrics: no Debian archive entry (deb, component main, not the "
+            f"security suite) in {sources_list} or {sources_dir}/*.sources|*.list; "
+            "set EQMON_VICTORIA_METRICS_BIN to a victoria-metrics binary"
+        )
+    return source
+
+
+def private_apt_sources(source: AptSource, suite: str = VM_DEBIAN_SUITE) -> str:
+    """The deb822 sources of the private apt configuration: the machine's Debian mirror
+    (``source``), with only the suite changed; checked against Debian's archive keyring."""
+    return (
+        "Types: deb\n"
+        f"URIs: {source.uri}\n"
+        f"Suites: {suite}\n"
+        "Components: main\n"
+        f"Signed-By: {DEBIAN_KEYRING}\n"
+    )
 
 
 def ensure_victoria_metrics(cache_dir: Path = VM_CACHE_DIR) -> Path:
@@ -349,8 +484,9 @@ def ensure_victoria_metrics(cache_dir: Path = VM_CACHE_DIR) -> Path:
 
     Order: ``$EQMON_VICTORIA_METRICS_BIN``; ``<repo>/.cache/victoria-metrics/victoria-metrics``;
     otherwise the Debian trixie package ``victoria-metrics`` is downloaded with a private
-    apt configuration (the system's sources, lists and caches are not touched) and its
-    ``usr/bin/victoria-metrics`` is kept in the cache. A file lock serialises parallel
+    apt configuration (the system's sources, lists and caches are not touched; the mirror is
+    the one the machine's own apt configuration uses for the Debian archive, with the suite
+    changed to trixie) and its ``usr/bin/victoria-metrics`` is kept in the cache. A file lock serialises parallel
     callers (pytest-xdist workers, bootstrap running twice).
     """
     env = os.environ.get("EQMON_VICTORIA_METRICS_BIN")
@@ -383,13 +519,7 @@ def _download_victoria_metrics(cache_dir: Path, binary: Path) -> None:
     shutil.rmtree(apt, ignore_errors=True)
     for sub in ("etc", "lists/partial", "cache/archives/partial"):
         (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "etc" / "debian.sources").write_text(
-        "Types: deb\n"
-        "URIs: http://deb.debian.org/debian\n"
-        f"Suites: {VM_DEBIAN_SUITE}\n"
-        "Components: main\n"
-        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-    )
+    (apt / "etc" / "debian.sources").write_text(private_apt_sources(debian_archive_source()))
     opts = [
         "-o", "Dir::Etc::SourceList=/dev/null",
         "-o", f"Dir::Etc::SourceParts={apt / 'etc'}",
@@ -600,9 +730,14 @@ class PostgresServer(ServerProcess):
             if res.returncode != 0:
                 raise RuntimeError(f"initdb failed ({res.returncode}):\n{res.stdout[-3000:]}")
 
+    def _bin(self, name: str) -> Path:
+        if self.bindir is None:
+            raise RuntimeError("PostgreSQL's programs were not found (start() looks for them)")
+        return self.bindir / name
+
     def _command(self) -> list[str]:
         return [
-            str(self.bindir / "postgres"),
+            str(self._bin("postgres")),
             "-D", str(self.data_dir),
             "-h", self.host,
             "-p", str(self.port),
@@ -621,11 +756,11 @@ class PostgresServer(ServerProcess):
             return False
         # TCP accepts before recovery finishes: ask pg_isready-equivalent via a real login.
         res = subprocess.run(
-            [str(self.bindir / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port),
+            [str(self._bin("pg_isready")), "-q", "-h", self.host, "-p", str(self.port),
              "-U", self.user, "-d", "postgres"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             timeout=10,
-        ) if (self.bindir / "pg_isready").exists() else None
+        ) if self._bin("pg_isready").exists() else None
         return res is None or res.returncode == 0
 
     def start(self) -> PostgresServer:
@@ -635,7 +770,7 @@ class PostgresServer(ServerProcess):
         return self
 
     def _create_database(self) -> None:
-        import psycopg  # test extra; imported lazily so servers.py imports without it
+        import psycopg  # test extra; imported lazily so this module imports without it
 
         with psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres",
                              autocommit=True, connect_timeout=10) as conn:
