@@ -3,17 +3,63 @@
 Every collector reports each poll (or message) to the device's ``DeviceHealth``. A change of
 state is logged once and emitted once as a ``DeviceStatusEvent``; repeated failures are counted,
 not logged again.
+
+A device that answers but rejects some of its registers (Modbus 0x02/0x03 on those alone) stays
+``online`` — its other readings still arrive — and carries the rejected registers
+(``rejected``, shown in the device view). A change of that list is logged once and emitted as a
+``DeviceStatusEvent`` of state ``misconfigured`` whose reason names the registers (the alert
+engine raises "device misconfigured" from it) while ``state`` stays ``online``; when every
+register is read again an ``online`` event resolves the alert. Only a device that rejects every
+register is ``misconfigured`` itself.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from eqmon.domain import DeviceState, DeviceStatusEvent
 
 log = logging.getLogger("eqmon.devices")
+
+
+# Names listed in an event's reason before "… and N more" (alerts are one line).
+MAX_NAMED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRegister:
+    """A register the device rejects on its own (Modbus exception 0x02/0x03 to a read of just
+    that register): the site file names something the device does not have."""
+
+    name: str
+    table: str  # holding | input | coil | discrete_input
+    address: int
+    exception: int  # the Modbus exception code
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.table} {self.address}, exception 0x{self.exception:02X})"
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"name": self.name, "table": self.table, "address": self.address, "exception": self.exception}
+
+
+def describe_rejected(rejected: Sequence[RejectedRegister], total: int | None = None) -> str:
+    """One line naming the rejected registers (at most ``MAX_NAMED``), e.g. "1 of 4 registers
+    rejected: run_hours (input 10, exception 0x02); the other 3 are still read"."""
+    names = ", ".join(r.describe() for r in rejected[:MAX_NAMED])
+    if len(rejected) > MAX_NAMED:
+        names += f" and {len(rejected) - MAX_NAMED} more"
+    if total is None:
+        return f"{len(rejected)} registers rejected: {names}"
+    if len(rejected) >= total:
+        return f"every register rejected: {names}"
+    rest = total - len(rejected)
+    return (
+        f"{len(rejected)} of {total} registers rejected: {names}; "
+        f"the other {rest} {'is' if rest == 1 else 'are'} still read"
+    )
 
 
 @dataclass(slots=True)
@@ -24,6 +70,7 @@ class HealthSnapshot:
     last_error_at: float | None
     consecutive_failures: int
     since: float | None
+    rejected: tuple[RejectedRegister, ...] = field(default=())
 
 
 class DeviceHealth:
@@ -50,11 +97,42 @@ class DeviceHealth:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.consecutive_failures = 0
+        self.rejected: tuple[RejectedRegister, ...] = ()  # registers the device rejects
+        self._registers = 0  # how many registers the device has (for the reason text)
 
-    def success(self, ts: float) -> None:
+    def success(
+        self, ts: float, *, rejected: Sequence[RejectedRegister] | None = None, registers: int = 0
+    ) -> None:
+        """A poll (or message) got through. ``rejected``: the registers the device rejected
+        while the others were read (None: not tracked, as for MQTT devices); ``registers``: how
+        many the device has in all."""
         self.last_success = ts
         self.consecutive_failures = 0
+        was = self.state
         self._set(DeviceState.ONLINE, ts, "")
+        if was == DeviceState.MISCONFIGURED:
+            self.rejected = ()  # "back online" said it; what is still rejected is news again
+        if rejected is not None and (rejected or self.rejected):  # (cheap when none ever was)
+            self._set_rejected(ts, tuple(rejected), registers, announce_again=was != DeviceState.ONLINE)
+
+    def _set_rejected(
+        self, ts: float, rejected: tuple[RejectedRegister, ...], registers: int, *, announce_again: bool
+    ) -> None:
+        """Online with some registers rejected: log and emit a change of the list once. An
+        ``online`` event (the device came back from another state) resolves the engine's
+        "misconfigured" alert, so a list still there is announced again then, without a log line."""
+        changed = rejected != self.rejected
+        self.rejected, self._registers = rejected, registers or self._registers
+        if not changed and not (announce_again and rejected):
+            return
+        if rejected:
+            reason = describe_rejected(rejected, self._registers or None)
+            if changed:
+                log.warning("device %s is online but rejects some registers: %s", self.device_id, reason)
+            self._emit(DeviceStatusEvent(self.device_id, DeviceState.MISCONFIGURED, ts, reason, partial=True))
+        elif changed:
+            log.info("device %s: every register is read again", self.device_id)
+            self._emit(DeviceStatusEvent(self.device_id, DeviceState.ONLINE, ts, "every register is read again"))
 
     def failure(self, ts: float, error: str) -> None:
         self.last_error, self.last_error_at = error, ts
@@ -71,11 +149,13 @@ class DeviceHealth:
         self.consecutive_failures += 1
         self._set(DeviceState.OFFLINE, ts, error)
 
-    def misconfigured(self, ts: float, error: str) -> None:
+    def misconfigured(self, ts: float, error: str, *, rejected: Sequence[RejectedRegister] | None = None) -> None:
         """The device rejects what we ask of it (Modbus 0x01/0x02/0x03): a site-file problem,
-        not an outage. Logged once, like every change of state."""
+        not an outage. Logged once, like every change of state. ``rejected``: the registers it
+        rejected (every one of them), kept for the device view."""
         self.last_error, self.last_error_at = error, ts
         self.consecutive_failures += 1
+        self.rejected = tuple(rejected or ())
         self._set(DeviceState.MISCONFIGURED, ts, error)
 
     def reported(self, ts: float, state: DeviceState, reason: str = "") -> None:
@@ -110,4 +190,5 @@ class DeviceHealth:
             self.last_error_at,
             self.consecutive_failures,
             self.since,
+            self.rejected,
         )

@@ -40,6 +40,11 @@ MAX_READ_REGS = 125
 MAX_WRITE_BITS = 1968
 MAX_WRITE_REGS = 123
 
+# Table names as in the site file (``registers[].type``), by function code.
+TABLE_OF_FUNCTION = {1: "coil", 2: "discrete_input", 3: "holding", 4: "input",
+                     5: "coil", 6: "holding", 15: "coil", 16: "holding"}  # fmt: skip
+TABLES = ("holding", "input", "coil", "discrete_input")
+
 _MBAP = struct.Struct(">HHHB")
 
 
@@ -119,8 +124,11 @@ class UnitFaults:
     short_reply: bool = False  # answer a register read with one register fewer
     down_until: float = 0.0  # rebooting: connections refused/closed until this monotonic time
     reboots: int = 0
+    # (table, address) answered with 0x02 when a request touches them (the ``reject`` fault)
+    reject: set[tuple[str, int]] = field(default_factory=set)
 
     def clear(self) -> None:
+        self.reject = set()
         self.exception_code = None
         self.delay_s = 0.0
         self.silent = False
@@ -159,7 +167,26 @@ class UnitFaults:
             out.append("short_reply")
         if self.rebooting:
             out.append("rebooting")
+        if self.reject:
+            out.append(f"reject {format_addresses(self.reject)}")
         return out
+
+
+def format_addresses(addresses: set[tuple[str, int]] | frozenset[tuple[str, int]]) -> str:
+    """``input:10-11,holding:0``: runs of addresses per table (the syntax parse_addresses reads)."""
+    parts = []
+    for table in TABLES:
+        run: list[int] = []
+        for a in sorted(a for t, a in addresses if t == table):
+            if run and a == run[-1] + 1:
+                run.append(a)
+                continue
+            if run:
+                parts.append(f"{table}:{run[0]}" + (f"-{run[-1]}" if len(run) > 1 else ""))
+            run = [a]
+        if run:
+            parts.append(f"{table}:{run[0]}" + (f"-{run[-1]}" if len(run) > 1 else ""))
+    return ",".join(parts)
 
 
 @dataclass
@@ -179,6 +206,9 @@ class RegisterBank:
     coils: list[bool] = field(default_factory=list)
     discrete: list[bool] = field(default_factory=list)
     faults: UnitFaults = field(default_factory=UnitFaults)
+    # (table, address) this unit does not have although inside its tables: a request touching
+    # one gets 0x02 (a model's ``reject_addresses`` param); unlike faults, ``clear`` keeps them
+    missing: frozenset[tuple[str, int]] = frozenset()
     requests: int = 0  # requests received (including unanswered ones), for tests and stats
     writes: int = 0  # successful write requests
 
@@ -232,9 +262,23 @@ def process_pdu(bank: RegisterBank, pdu: bytes) -> bytes:
     """Answer one request PDU from ``bank``; exceptions come back as exception PDUs."""
     fc = pdu[0]
     try:
+        if (bank.missing or bank.faults.reject) and _touches_rejected(bank, fc, pdu):
+            raise _ModbusError(ILLEGAL_DATA_ADDRESS)
         return _process(bank, fc, pdu)
     except _ModbusError as exc:
         return bytes([(fc | 0x80) & 0xFF, exc.code])
+
+
+def _touches_rejected(bank: RegisterBank, fc: int, pdu: bytes) -> bool:
+    """Whether a read or write touches an address the unit rejects (missing or ``reject``)."""
+    table = TABLE_OF_FUNCTION.get(fc)
+    if table is None or len(pdu) < 5:
+        return False
+    address, count = struct.unpack(">HH", pdu[1:5])
+    if fc in (5, 6):
+        count = 1
+    rejected = bank.missing | bank.faults.reject
+    return any((table, a) in rejected for a in range(address, address + min(count, MAX_READ_BITS)))
 
 
 def _process(bank: RegisterBank, fc: int, pdu: bytes) -> bytes:
@@ -293,8 +337,7 @@ def _process(bank: RegisterBank, fc: int, pdu: bytes) -> bytes:
             raise _ModbusError(ILLEGAL_DATA_VALUE)
         if address + count > len(bank.holding):
             raise _ModbusError(ILLEGAL_DATA_ADDRESS)
-        words = struct.unpack(f">{count}H", pdu[6:])
-        bank.holding[address : address + count] = list(words)
+        bank.holding[address : address + count] = list(struct.unpack(f">{count}H", pdu[6:]))
         bank.writes += 1
         return pdu[:5]
     raise _ModbusError(ILLEGAL_FUNCTION)

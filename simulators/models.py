@@ -28,6 +28,7 @@ from typing import Any
 
 from .modbus_server import (
     EXCEPTION_CODES,
+    TABLES,
     RegisterBank,
     float32_to_words,
     int16_to_word,
@@ -48,7 +49,9 @@ BIT_DEFROST = 2
 BIT_FAULT = 3
 
 MODEL_FAULTS = ("drift", "stuck", "sentinel", "fault_bit", "clear")
-PROTOCOL_FAULTS = ("exception", "slow", "silence", "reset", "wrong_tid", "wrong_function", "short_reply", "reboot")
+PROTOCOL_FAULTS = (
+    "exception", "slow", "silence", "reset", "wrong_tid", "wrong_function", "short_reply", "reboot", "reject",
+)  # fmt: skip
 FAULTS = MODEL_FAULTS + PROTOCOL_FAULTS
 
 _MAX_DT = 1.0  # integrate in steps of at most this many simulated seconds
@@ -107,7 +110,10 @@ _PARAMS: dict[str, type] = {
     "defrost_every_h": float,
     "initial": float,
     "run_hours": float,
+    "reject_addresses": str,
 }
+# Every equipment model also takes ``reject_addresses`` (see parse_addresses).
+REJECT_PARAM = "reject_addresses"
 
 
 def _num(params: dict[str, Any], key: str, default: float | None = None) -> float:
@@ -121,8 +127,59 @@ def _num(params: dict[str, Any], key: str, default: float | None = None) -> floa
     return float(v)
 
 
+_ADDRESS_SYNTAX = "[table:]address or [table:]first-last, comma-separated (table: holding, input, coil, discrete_input; default input), e.g. 'input:10-11,holding:0'"
+
+
+def _address(text: str) -> int:
+    text = text.strip()
+    return int(text, 16) if text.lower().startswith("0x") else int(text)
+
+
+def parse_addresses(value: Any, what: str = REJECT_PARAM) -> frozenset[tuple[str, int]]:
+    """Register addresses a simulated unit rejects with 0x02, as ``{(table, address)}``, from
+    ``"input:10-11,holding:0"`` (the form a site file's scalar params can hold), an int (an
+    input register) or a list of either."""
+    items: list[Any]
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be {_ADDRESS_SYNTAX}; got {value!r}")
+    if isinstance(value, int):
+        items = [value]
+    elif isinstance(value, str):
+        items = [p for p in value.replace(" ", ",").split(",") if p]
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+    else:
+        raise ValueError(f"{what} must be {_ADDRESS_SYNTAX}; got {value!r}")
+    out: set[tuple[str, int]] = set()
+    for item in items:
+        table, first, last = "input", item, item
+        if isinstance(item, str):
+            spec = item.strip()
+            if ":" in spec:
+                table, _, spec = spec.partition(":")
+                table = table.strip()
+            lo, sep, hi = spec.partition("-")
+            try:
+                first = _address(lo)
+                last = _address(hi) if sep else first
+            except ValueError:
+                raise ValueError(f"{what}: {item!r} is not {_ADDRESS_SYNTAX}") from None
+        elif isinstance(item, bool) or not isinstance(item, int):
+            raise ValueError(f"{what}: {item!r} is not {_ADDRESS_SYNTAX}")
+        if table not in TABLES:
+            raise ValueError(f"{what}: unknown table {table!r}; expected one of {list(TABLES)}")
+        if not 0 <= first <= last <= 0xFFFF:
+            raise ValueError(f"{what}: {item!r} is not an address or range within 0..65535")
+        out.update((table, a) for a in range(first, last + 1))
+    if not out:
+        raise ValueError(f"{what} names no address; expected {_ADDRESS_SYNTAX}")
+    return frozenset(out)
+
+
 def protocol_fault(bank: RegisterBank, fault: str, params: dict[str, Any]) -> None:
-    """Apply one protocol fault (exception, slow, silence, reset, wrong_tid) to a unit."""
+    """Apply one protocol fault (exception, slow, silence, reset, wrong_tid, …, reject) to a
+    unit. ``reject`` (``addresses``: see parse_addresses) makes the unit answer 0x02 to any
+    request touching those addresses, until ``clear``."""
     f = bank.faults
     if fault == "exception":
         code = params.get("code", 0x04)
@@ -153,6 +210,10 @@ def protocol_fault(bank: RegisterBank, fault: str, params: dict[str, Any]) -> No
         if down < 0:
             raise ValueError("reboot needs down_s >= 0")
         f.reboot(down)
+    elif fault == "reject":
+        if "addresses" not in params:
+            raise ValueError(f"reject needs addresses: {_ADDRESS_SYNTAX}")
+        f.reject |= parse_addresses(params["addresses"], "reject addresses")
     else:
         raise ValueError(f"unknown protocol fault {fault!r}; expected one of {PROTOCOL_FAULTS}")
 
@@ -165,6 +226,21 @@ class ModelFaults:
     metric = "temperature_c"
     drift_rate_default = 1.0
     fault_bit_default = BIT_FAULT
+
+    missing: frozenset[tuple[str, int]] = frozenset()  # the reject_addresses param
+
+    def _init_missing(self, params: dict[str, Any]) -> None:
+        """The ``reject_addresses`` param: addresses the unit's register map lacks (answered
+        with 0x02), written into the bank with the registers. Not a fault: ``clear`` keeps it."""
+        if REJECT_PARAM in params:
+            self.missing = parse_addresses(params[REJECT_PARAM])
+
+    def _write_missing(self, bank: RegisterBank) -> None:
+        bank.missing = self.missing
+
+    def write(self, bank: RegisterBank) -> None:
+        """Write the model's state into its unit's registers (every model implements it)."""
+        raise NotImplementedError
 
     def _init_faults(self) -> None:
         self.drift: tuple[float, float] | None = None  # (target, units per second)
@@ -266,6 +342,7 @@ class ThermalModel(ModelFaults):
         self.defrost_until: float | None = None
         self.now = 0.0
         self._init_faults()
+        self._init_missing(params)
         self._reported = self.temperature
 
     # -- physics ------------------------------------------------------------------------------
@@ -381,6 +458,7 @@ class ThermalModel(ModelFaults):
         self.setpoint = word_to_int16(bank.holding[REG_SETPOINT]) / 10.0
 
     def write(self, bank: RegisterBank) -> None:
+        self._write_missing(bank)
         bank.input[REG_TEMPERATURE] = self.temperature_word()
         bank.holding[REG_SETPOINT] = int16_to_word(round(self.setpoint * 10))
         bank.input[REG_STATUS] = self.status_word
@@ -407,6 +485,7 @@ class ProcessModel(ModelFaults):
         self.rng = rng
         self.now = 0.0
         self._init_faults()
+        self._init_missing(dict(params or {}))
         self.value = 0.0
         self._reported = 0.0
 
@@ -453,6 +532,7 @@ class ProcessModel(ModelFaults):
         pass
 
     def write(self, bank: RegisterBank) -> None:
+        self._write_missing(bank)
         word = self.value_word()
         bank.input[0] = word
         bank.input[1] = self.status_word()
@@ -474,7 +554,7 @@ class NegativePressureRoom(ProcessModel):
 
     def __init__(self, rng: random.Random, params: dict[str, Any] | None = None) -> None:
         params = dict(params or {})
-        _only(params, {"setpoint", "door_per_hour"}, "negative_pressure_room")
+        _only(params, {"setpoint", "door_per_hour", REJECT_PARAM}, "negative_pressure_room")
         super().__init__("negative_pressure_room", rng, params)
         self.setpoint = _num(params, "setpoint", -8.0)
         self.door_per_hour = _num(params, "door_per_hour", 6.0)
@@ -527,7 +607,7 @@ class OxygenPipeline(ProcessModel):
 
     def __init__(self, rng: random.Random, params: dict[str, Any] | None = None) -> None:
         params = dict(params or {})
-        _only(params, {"normal"}, "oxygen_pipeline_monitor")
+        _only(params, {"normal", REJECT_PARAM}, "oxygen_pipeline_monitor")
         super().__init__("oxygen_pipeline_monitor", rng, params)
         self.normal = _num(params, "normal", 52.5)
         self.value = self.normal + rng.uniform(-1.0, 1.0)
@@ -572,7 +652,7 @@ class Generator(ModelFaults):
 
     def __init__(self, rng: random.Random, params: dict[str, Any] | None = None) -> None:
         params = dict(params or {})
-        _only(params, {"test_every_h", "run_hours", "fuel_pct"}, "generator")
+        _only(params, {"test_every_h", "run_hours", "fuel_pct", REJECT_PARAM}, "generator")
         self.kind = "generator"
         self.rng = rng
         self.now = 0.0
@@ -584,6 +664,7 @@ class Generator(ModelFaults):
         self.state_until = math.inf
         self.next_test = rng.uniform(0.1, 1.0) * self.test_every
         self._init_faults()
+        self._init_missing(params)
 
     fault_bit_default = 3  # fail_to_start
 
@@ -620,6 +701,7 @@ class Generator(ModelFaults):
         pass
 
     def write(self, bank: RegisterBank) -> None:
+        self._write_missing(bank)
         bank.input[0] = 4 if self.fault_bits else self.state
         bank.input[1] = self.fault_bits
         if self.sentinel:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from collectors.health import DeviceHealth
+from collectors.health import DeviceHealth, RejectedRegister, describe_rejected
 from eqmon.domain import DeviceState, DeviceStatusEvent
 
 
@@ -43,3 +43,45 @@ def test_silent_mqtt_device_goes_stale_once_and_recovers() -> None:
     h.success(1750.0)
     assert [e.state for e in events] == [DeviceState.ONLINE, DeviceState.STALE, DeviceState.ONLINE]
     assert events[1].ts == 1601.0 and "nothing received for 601 s" in events[1].reason
+
+
+def test_rejected_registers_keep_the_device_online_and_are_announced_once(caplog: pytest.LogCaptureFixture) -> None:
+    events: list[DeviceStatusEvent] = []
+    h = DeviceHealth("fridge-1", offline_after=1, emit=events.append)
+    caplog.set_level(logging.INFO, "eqmon.devices")
+    run_hours = RejectedRegister("run_hours", "input", 10, 2)
+    h.success(0.0, rejected=[run_hours], registers=4)
+    h.success(1.0, rejected=[run_hours], registers=4)  # no change: nothing
+    h.failure(2.0, "no reply within 3 s")
+    h.success(3.0, rejected=[run_hours], registers=4)  # back: "online" resolves, so again
+    h.success(4.0, rejected=[], registers=4)
+    h.success(5.0)  # not tracked (MQTT): nothing
+    assert [(e.state, e.ts) for e in events] == [
+        (DeviceState.ONLINE, 0.0), (DeviceState.MISCONFIGURED, 0.0), (DeviceState.OFFLINE, 2.0),
+        (DeviceState.ONLINE, 3.0), (DeviceState.MISCONFIGURED, 3.0), (DeviceState.ONLINE, 4.0),
+    ]  # fmt: skip
+    reason = "1 of 4 registers rejected: run_hours (input 10, exception 0x02); the other 3 are still read"
+    assert events[1].reason == events[4].reason == reason
+    assert h.state == DeviceState.ONLINE and h.snapshot().rejected == ()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"device fridge-1 is online but rejects some registers: {reason}",
+        "device fridge-1 is offline: no reply within 3 s",
+        "device fridge-1 is back online (was offline)",
+        "device fridge-1: every register is read again",
+    ]
+
+
+def test_every_register_rejected_is_misconfigured_then_partly_back() -> None:
+    events: list[DeviceStatusEvent] = []
+    h = DeviceHealth("fridge-1", emit=events.append)
+    regs = [RejectedRegister("a", "input", 0, 2), RejectedRegister("b", "holding", 7, 3)]
+    h.misconfigured(0.0, "exception 0x02 …; every register rejected: …", rejected=regs)
+    assert h.state == DeviceState.MISCONFIGURED and h.snapshot().rejected == tuple(regs)
+    h.success(300.0, rejected=regs[1:], registers=2)
+    assert [e.state for e in events] == [DeviceState.MISCONFIGURED, DeviceState.ONLINE, DeviceState.MISCONFIGURED]
+    assert events[-1].reason == "1 of 2 registers rejected: b (holding 7, exception 0x03); the other 1 is still read"
+    assert h.rejected == (regs[1],)
+    assert describe_rejected(regs * 3) == (
+        "6 registers rejected: a (input 0, exception 0x02), b (holding 7, exception 0x03), "
+        "a (input 0, exception 0x02), b (holding 7, exception 0x03), a (input 0, exception 0x02) and 1 more"
+    )

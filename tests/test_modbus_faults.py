@@ -329,6 +329,11 @@ def test_control_endpoint_and_simulated_models() -> None:
             assert status == 200 and [d["id"] for d in devs] == [f"d{i}" for i in range(len(models))]  # type: ignore[index,union-attr]
             status, _ = await http(port, "POST", "/faults", {"device": "d0", "fault": "exception", "params": {"code": 6}})
             assert status == 200 and sim.bank("d0").faults.exception_code == 6
+            body = {"device": "d0", "fault": "reject", "params": {"addresses": "input:10-11"}}
+            assert (await http(port, "POST", "/faults", body))[0] == 200
+            assert sim.bank("d0").faults.reject == {("input", 10), ("input", 11)}
+            bad = {"device": "d0", "fault": "reject", "params": {"addresses": "tank:1"}}
+            assert (await http(port, "POST", "/faults", bad))[0] == 400
             assert (await http(port, "POST", "/faults", {"device": "nope", "fault": "stuck"}))[0] == 404
             assert (await http(port, "POST", "/faults", {"device": "d0", "fault": "melt"}))[0] == 400
             for i in range(len(models)):
