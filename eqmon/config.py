@@ -3,19 +3,87 @@
 It is validated once, at start-up, by the pydantic models below. Any error stops start-up with
 ``ConfigError``, whose lines read ``FILE: devices[3].registers[0].data_type: expected one of …``.
 Secrets never live in the file: it names environment variables (``token_env``, ``password_env``).
+
+The simulator sections (``devices[].simulator``, ``scenario[]``) are validated here too, against
+the models, params and faults declared below (this module imports nothing of simulators/).
+
+A bad file never costs more than its limits: at most ``MAX_SITE_BYTES`` (8 MiB) of UTF-8 text,
+collections nested at most ``MAX_DEPTH`` (100) deep and at most ``MAX_NODES`` (1,000,000) YAML
+nodes counting those that aliases repeat (a "billion laughs" file stops at the alias that passes
+the limit). An error names the file and shows at most ``MAX_ISSUES`` problems, each cut to
+``MAX_ISSUE_CHARS`` characters. The file is parsed once, by libyaml when PyYAML has it.
+
+Valid but probably wrong (overlapping registers, a timeout longer than the poll interval) is a
+warning: ``Site.warnings()``; ``load_site(path, warnings=list)`` fills the list with them, with
+their line numbers.
 """
 
 from __future__ import annotations
 
+import gc
+import math
 import os
 import re
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# ---------------------------------------------------------------------------------------------
+# Limits of a site file (README, "The site file").
+
+MAX_SITE_BYTES = 8 * 1024 * 1024  # 8 MiB of UTF-8 text
+MAX_DEPTH = 100  # collections (mappings, lists) nested in one another
+MAX_NODES = 1_000_000  # YAML nodes (keys, values, lists, mappings), counting what aliases repeat
+MAX_ISSUES = 50  # problems kept and shown; the rest are counted
+MAX_ISSUE_CHARS = 500  # one problem's message, cut beyond this
+_MAX_PATH_CHARS = 200
+
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = 60
+_short_repr.maxother = 60
+_short_repr.maxlevel = 2
+_short_repr.maxlist = _short_repr.maxtuple = _short_repr.maxdict = _short_repr.maxset = 4
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: a value from the file may be huge, or a structure aliases repeat."""
+    try:
+        return _short_repr.repr(value)
+    except Exception:  # a repr that fails is no reason to fail the message
+        return f"<{type(value).__name__}>"
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` on one line (control characters escaped), at most ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 # ---------------------------------------------------------------------------------------------
 # Durations: "30s", "5m", "1h", "2d", "250ms" or a plain number of seconds.
@@ -31,7 +99,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("expected a duration that is not negative")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise ValueError("expected a duration such as 30s, 5m or 1h") from None
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
@@ -116,12 +187,291 @@ class Register(_Model):
         return [self.name, *self.bits.values()]
 
 
-class SimulatorSpec(_Model):
-    """How `eqmon simulate` / `eqmon demo` stand in for this device."""
+# ---------------------------------------------------------------------------------------------
+# Simulator sections: `devices[].simulator` and `scenario[]`
+#
+# `eqmon demo` and `eqmon simulate` stand in for devices with the simulators of simulators/.
+# Their models, params and faults are declared here, so that a bad one is a site-file error with
+# its path like any other; simulators/ takes the validated values (``param_values()``, only the
+# params the file gives: simulators/ applies its own defaults). These declarations follow
+# simulators/models.py, shelves.py and sensors.py (docs/simulators.md): a model, param or fault
+# added there is declared here too.
 
-    model: str  # e.g. medication_refrigerator, vaccine_freezer, blanket_warmer, smart_shelf
+ThermalModelName = Literal["medication_refrigerator", "vaccine_freezer", "blanket_warmer"]
+SensorModelName = Literal["room_environment", "differential_pressure"]
+THERMAL_SIMULATORS: tuple[str, ...] = get_args(ThermalModelName)
+EQUIPMENT_SIMULATORS: tuple[str, ...] = (
+    *THERMAL_SIMULATORS, "negative_pressure_room", "oxygen_pipeline_monitor", "generator",
+)  # fmt: skip
+SENSOR_SIMULATORS: tuple[str, ...] = get_args(SensorModelName)
+MQTT_SIMULATORS: tuple[str, ...] = ("smart_shelf", *SENSOR_SIMULATORS)
+SIMULATOR_MODELS: tuple[str, ...] = EQUIPMENT_SIMULATORS + MQTT_SIMULATORS
+
+# The param of every equipment model naming registers the unit lacks (answered with exception
+# 0x02), and the fault that rejects registers at run time (simulators/models.py).
+REJECT_PARAM = "reject_addresses"
+REJECT_FAULT = "reject"
+
+PlainFaultName = Literal[
+    "stuck", "sentinel", "silence", "reset", "wrong_tid", "wrong_function", "short_reply",
+    "malformed", "duplicate", "out_of_order", "lastwill", "clear",
+]  # fmt: skip
+EQUIPMENT_FAULTS: tuple[str, ...] = (
+    "drift", "stuck", "sentinel", "fault_bit", "clear",  # the model's
+    "exception", "slow", "silence", "reset", "wrong_tid", "wrong_function", "short_reply",
+    "reboot", REJECT_FAULT,  # the Modbus server's
+)  # fmt: skip
+LINK_FAULTS: tuple[str, ...] = ("malformed", "silence", "duplicate", "out_of_order", "burst", "lastwill", "clear")
+# Faults each simulator model takes (scenario steps on its device).
+SIMULATOR_FAULTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(EQUIPMENT_SIMULATORS, EQUIPMENT_FAULTS),
+    "smart_shelf": LINK_FAULTS + ("restock", "take", "set_count"),
+    **dict.fromkeys(SENSOR_SIMULATORS, LINK_FAULTS + ("drift", "stuck")),
+}
+# Metrics the drift fault moves, per model (the first is the default).
+DRIFT_METRICS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(THERMAL_SIMULATORS, ("temperature_c",)),
+    "negative_pressure_room": ("pressure_pa",),
+    "oxygen_pipeline_monitor": ("pressure_psig",),
+    "generator": ("battery_v",),
+    "room_environment": ("temperature_c", "humidity_pct"),
+    "differential_pressure": ("pressure_pa",),
+}
+MODBUS_EXCEPTION_CODES = (1, 2, 3, 4, 5, 6, 8, 10, 11)  # codes the simulated server can answer
+_TABLES = ("holding", "input", "coil", "discrete_input")
+
+
+def _sim_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError("expected a finite number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _sim_whole(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {_short(value)}")
+    return value
+
+
+def _exception_code(value: Any) -> int:
+    code = value
+    if isinstance(code, str):
+        try:
+            code = int(code.strip(), 0)
+        except ValueError:
+            code = None
+    if isinstance(code, bool) or code not in MODBUS_EXCEPTION_CODES:
+        raise ValueError(f"expected an exception code, one of {list(MODBUS_EXCEPTION_CODES)}, got {_short(value)}")
+    return int(code)
+
+
+_ADDRESS_SYNTAX = (
+    "an input register number, or items 'table:first-last' such as 'input:10-11,holding:0' "
+    "(table: holding, input, coil or discrete_input; default input), or a list of either"
+)
+
+
+def _address(text: str) -> int:
+    text = text.strip()
+    return int(text, 16) if text.lower().startswith("0x") else int(text)
+
+
+def _reject_addresses(value: Any) -> Any:
+    """Check addresses in the form simulators/models.py ``parse_addresses`` reads; unchanged."""
+    items: list[Any]
+    if isinstance(value, bool):
+        raise ValueError(f"expected {_ADDRESS_SYNTAX}; got {value!r}")
+    if isinstance(value, int):
+        items = [value]
+    elif isinstance(value, str):
+        items = [p for p in value.replace(" ", ",").split(",") if p]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError(f"expected {_ADDRESS_SYNTAX}; got {_short(value)}")
+    if not items:
+        raise ValueError(f"names no address; expected {_ADDRESS_SYNTAX}")
+    for item in items:
+        if isinstance(item, str):
+            table, spec = "input", item.strip()
+            if ":" in spec:
+                table, _, spec = spec.partition(":")
+                table = table.strip()
+            lo, sep, hi = spec.partition("-")
+            try:
+                first = _address(lo)
+                last = _address(hi) if sep else first
+            except ValueError:
+                raise ValueError(f"{_short(item)} is not {_ADDRESS_SYNTAX}") from None
+            if table not in _TABLES:
+                raise ValueError(f"unknown table {_short(table)} in {_short(item)}; expected one of {list(_TABLES)}")
+        elif isinstance(item, bool) or not isinstance(item, int):
+            raise ValueError(f"{_short(item)} is not {_ADDRESS_SYNTAX}")
+        else:
+            first = last = item
+        if not 0 <= first <= last <= 0xFFFF:
+            raise ValueError(f"{_short(item)} is not an address or range within 0..65535")
+    return value
+
+
+_Number = Annotated[float, BeforeValidator(_sim_number)]
+_Positive = Annotated[float, BeforeValidator(_sim_number), Field(gt=0)]
+_NotNegative = Annotated[float, BeforeValidator(_sim_number), Field(ge=0)]
+_Count = Annotated[int, BeforeValidator(_sim_whole), Field(ge=0)]
+RejectAddresses = Annotated[int | str | list[int | str], BeforeValidator(_reject_addresses)]
+
+
+class SimulatorParams(_Model):
+    """The params of a simulator model or of a fault. Only those the file gives are handed to
+    simulators/ (``model_dump(exclude_defaults=True)``), which applies its own defaults."""
+
+
+class EquipmentParams(SimulatorParams):
+    # Registers the unit lacks (exception 0x02), e.g. "input:10-11,holding:0".
+    reject_addresses: RejectAddresses | None = None
+
+
+class ThermalParams(EquipmentParams):
+    """medication_refrigerator, vaccine_freezer, blanket_warmer."""
+
+    setpoint: _Number | None = None  # °C
+    ambient: _Number | None = None  # °C
+    hysteresis: _Positive | None = None  # °C
+    door_per_hour: _NotNegative | None = None
+    defrost_every_h: _NotNegative | None = None
+    initial: _Number | None = None  # °C at start
+    run_hours: _NotNegative | None = None  # at start
+
+
+class PressureRoomParams(EquipmentParams):
+    """negative_pressure_room."""
+
+    setpoint: _Number | None = None  # Pa
+    door_per_hour: _NotNegative | None = None
+
+
+class OxygenPipelineParams(EquipmentParams):
+    """oxygen_pipeline_monitor."""
+
+    normal: _Positive | None = None  # psig
+
+
+class GeneratorParams(EquipmentParams):
+    """generator."""
+
+    test_every_h: _Positive | None = None
+    run_hours: _NotNegative | None = None
+    fuel_pct: Annotated[float, BeforeValidator(_sim_number), Field(ge=0, le=100)] | None = None
+
+
+class _PublisherParams(SimulatorParams):
+    hold_s: _NotNegative | None = None  # a changed value must hold this long to be published
+    heartbeat_s: _Positive | None = None
+    first_publish_s: _NotNegative | None = None
+    qos: Literal[0, 1] | None = None
+
+
+class SmartShelfParams(_PublisherParams):
+    """smart_shelf: ``item``, ``unit_weight_g``, ``capacity`` and ``par`` are required."""
+
+    item: Annotated[str, Field(min_length=1)]
+    unit_weight_g: _Positive
+    capacity: Annotated[int, BeforeValidator(_sim_whole), Field(ge=1)]
+    par: _Count
+    tare_g: _NotNegative | None = None
+    use_per_hour: _NotNegative | None = None
+    initial: Annotated[int, BeforeValidator(_sim_whole), Field(ge=-1)] | None = None  # -1: random
+    restock_at: _NotNegative | None = None  # restock when count < restock_at × par …
+    restock_delay_min: _NotNegative | None = None  # … this many minutes later
+    noise_g: _NotNegative | None = None
+    piece_sd: _NotNegative | None = None
+    smoothing: Annotated[float, BeforeValidator(_sim_number), Field(gt=0, le=1)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SmartShelfParams:
+        if self.par > self.capacity:
+            raise ValueError(f"par ({self.par}) is more than capacity ({self.capacity})")
+        return self
+
+
+class RoomEnvironmentParams(_PublisherParams):
+    """room_environment."""
+
+    temperature_c_aim: _Number | None = None
+    humidity_pct_aim: _Number | None = None
+
+
+class DifferentialPressureParams(_PublisherParams):
+    """differential_pressure."""
+
+    pressure_pa_aim: _Number | None = None
+
+
+class SimulatorSpec(_Model):
+    """How `eqmon simulate` / `eqmon demo` stand in for this device: one of the models below,
+    by ``model``."""
+
+    model: str
     seed: int = 0
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    params: SimulatorParams = SimulatorParams()
+
+    def param_values(self) -> dict[str, Any]:
+        """The params the file gives, validated, for simulators/."""
+        return self.params.model_dump(exclude_defaults=True)
+
+
+class ThermalSimulator(SimulatorSpec):
+    model: ThermalModelName
+    params: ThermalParams = ThermalParams()
+
+
+class PressureRoomSimulator(SimulatorSpec):
+    model: Literal["negative_pressure_room"]
+    params: PressureRoomParams = PressureRoomParams()
+
+
+class OxygenPipelineSimulator(SimulatorSpec):
+    model: Literal["oxygen_pipeline_monitor"]
+    params: OxygenPipelineParams = OxygenPipelineParams()
+
+
+class GeneratorSimulator(SimulatorSpec):
+    model: Literal["generator"]
+    params: GeneratorParams = GeneratorParams()
+
+
+class SmartShelfSimulator(SimulatorSpec):
+    model: Literal["smart_shelf"]
+    params: SmartShelfParams
+
+
+class RoomEnvironmentSimulator(SimulatorSpec):
+    model: Literal["room_environment"]
+    params: RoomEnvironmentParams = RoomEnvironmentParams()
+
+
+class DifferentialPressureSimulator(SimulatorSpec):
+    model: Literal["differential_pressure"]
+    params: DifferentialPressureParams = DifferentialPressureParams()
+
+
+# A Modbus device takes an equipment model, an MQTT device a shelf or sensor model.
+EquipmentSimulator = Annotated[
+    ThermalSimulator | PressureRoomSimulator | OxygenPipelineSimulator | GeneratorSimulator,
+    Field(discriminator="model"),
+]
+MqttSimulator = Annotated[
+    SmartShelfSimulator | RoomEnvironmentSimulator | DifferentialPressureSimulator,
+    Field(discriminator="model"),
+]
 
 
 class _DeviceBase(_Model):
@@ -159,10 +509,27 @@ class ModbusDevice(_DeviceBase):
     misconfigured_retry: Duration = 300.0
     max_gap: int = Field(default=8, ge=0, le=124)  # unused registers a merged read may span
     registers: list[Register] = Field(min_length=1)
+    simulator: EquipmentSimulator | None = None
 
     @property
     def connect_timeout_s(self) -> float:
         return self.timeout if self.connect_timeout is None else self.connect_timeout
+
+    @property
+    def address(self) -> str:
+        """Where the device is reached: ``host:port/unit_id`` (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}/{self.unit_id}"
+
+    def metric_units(self) -> dict[str, str]:
+        """Metric name → unit of every reading the device yields: each register's (an enum's
+        too), and the named bits of status registers (no unit)."""
+        units: dict[str, str] = {}
+        for r in self.registers:
+            units.setdefault(r.name, r.unit)
+            for metric in r.bits.values():
+                units.setdefault(metric, "")
+        return units
 
     @model_validator(mode="after")
     def _check_timing(self) -> ModbusDevice:
@@ -232,23 +599,6 @@ def check_topic_template(topic: str, *, require: tuple[str, ...] = ()) -> list[s
     return names
 
 
-class MqttDevice(_DeviceBase, PayloadSpec):
-    protocol: Literal["mqtt"]
-    # The device's topic; may hold {metric} and wildcards. Omit it when a broker mapping
-    # (mqtt.mappings) routes this device's messages.
-    topic: str | None = None
-    stale_after: Duration = 3600.0
-
-    @model_validator(mode="after")
-    def _check(self) -> MqttDevice:
-        if self.topic is not None:
-            names = check_topic_template(self.topic)
-            if set(names) - {"metric"}:
-                raise ValueError("a device topic may only name {metric}; use mqtt.mappings for more")
-            self._check_payload(self.topic)
-        return self
-
-
 class MqttMapping(PayloadSpec):
     """Messages on a topic template routed to devices by the template's {device_id} part."""
 
@@ -258,6 +608,46 @@ class MqttMapping(PayloadSpec):
     def _check(self) -> MqttMapping:
         check_topic_template(self.topic, require=("device_id",))
         self._check_payload(self.topic)
+        return self
+
+
+class MqttDevice(_DeviceBase, PayloadSpec):
+    protocol: Literal["mqtt"]
+    # The device's topic; may hold {metric} and wildcards. Omit it when a broker mapping
+    # (mqtt.mappings) routes this device's messages.
+    topic: str | None = None
+    stale_after: Duration = 3600.0
+    simulator: MqttSimulator | None = None
+    # Without a topic: the site's mappings, which route this device's messages (set by Site).
+    _mappings: tuple[MqttMapping, ...] = PrivateAttr(default=())
+
+    @property
+    def address(self) -> str:
+        """Where the device is heard: its topic, or the broker mappings that route it with its
+        id in their {device_id} part (``site/{room}/env/room-3/{metric}``), comma-separated."""
+        if self.topic is not None:
+            return self.topic
+        routes = [m.topic.replace("{device_id}", self.id) for m in self._mappings]
+        return ", ".join(routes) if routes else "(mqtt.mappings)"
+
+    def metric_units(self) -> dict[str, str]:
+        """Metric name → unit of the fields its messages carry: the device's own, or, routed by
+        broker mappings, the mappings'. (A ``{metric}`` topic without fields names its metrics
+        only in the topic: ``unit`` applies to each of them.)"""
+        specs: list[PayloadSpec] = [self] if self.topic is not None or not self._mappings else list(self._mappings)
+        units: dict[str, str] = {}
+        for spec in specs:
+            for f in spec.fields:
+                units.setdefault(f.metric, f.unit)
+        return units
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttDevice:
+        if self.topic is not None:
+            names = check_topic_template(self.topic)
+            if set(names) - {"metric"}:
+                raise ValueError("a device topic may only name {metric}; use mqtt.mappings for more")
+            self._check_payload(self.topic)
         return self
 
 
@@ -410,13 +800,119 @@ class Api(_Model):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+# Scenario steps: a fault by name, with the params that fault takes.
+
+
+class DriftParams(SimulatorParams):
+    metric: Identifier | None = None  # default: the model's main metric
+    target: _Number
+    rate_per_min: _Positive | None = None
+
+
+class FaultBitParams(SimulatorParams):
+    bit: Annotated[int, BeforeValidator(_sim_whole), Field(ge=0, le=15)] | None = None
+
+
+class ExceptionParams(SimulatorParams):
+    code: Annotated[int, BeforeValidator(_exception_code)] | None = None  # default 4
+
+
+class SlowParams(SimulatorParams):
+    delay_s: _NotNegative | None = None
+
+
+class RebootParams(SimulatorParams):
+    down_s: _NotNegative | None = None
+
+
+class RejectParams(SimulatorParams):
+    addresses: RejectAddresses
+
+
+class BurstParams(SimulatorParams):
+    factor: Annotated[float, BeforeValidator(_sim_number), Field(ge=1)] | None = None
+
+
+class RestockParams(SimulatorParams):
+    count: _Count | None = None  # default: par
+
+
+class CountParams(SimulatorParams):
+    count: _Count
+
+
 class ScenarioStep(_Model):
-    """A fault injected into a simulated device at a time after start."""
+    """A fault injected into a simulated device at a time after start: one of the steps below,
+    by ``fault``."""
 
     at: Duration
     device: Identifier
-    fault: str  # drift | stuck | sentinel | fault_bit | silence | clear | … (simulators/)
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    fault: str
+    params: SimulatorParams = SimulatorParams()
+
+    def param_values(self) -> dict[str, Any]:
+        """The params the file gives, validated, for simulators/."""
+        return self.params.model_dump(exclude_defaults=True)
+
+
+class PlainFaultStep(ScenarioStep):
+    fault: PlainFaultName  # no params
+
+
+class DriftStep(ScenarioStep):
+    fault: Literal["drift"]
+    params: DriftParams
+
+
+class FaultBitStep(ScenarioStep):
+    fault: Literal["fault_bit"]
+    params: FaultBitParams = FaultBitParams()
+
+
+class ExceptionStep(ScenarioStep):
+    fault: Literal["exception"]
+    params: ExceptionParams = ExceptionParams()
+
+
+class SlowStep(ScenarioStep):
+    fault: Literal["slow"]
+    params: SlowParams = SlowParams()
+
+
+class RebootStep(ScenarioStep):
+    fault: Literal["reboot"]
+    params: RebootParams = RebootParams()
+
+
+class RejectStep(ScenarioStep):
+    fault: Literal["reject"]
+    params: RejectParams
+
+
+class BurstStep(ScenarioStep):
+    fault: Literal["burst"]
+    params: BurstParams = BurstParams()
+
+
+class RestockStep(ScenarioStep):
+    fault: Literal["restock"]
+    params: RestockParams = RestockParams()
+
+
+class CountStep(ScenarioStep):
+    fault: Literal["take", "set_count"]
+    params: CountParams
+
+
+AnyScenarioStep = Annotated[
+    PlainFaultStep | DriftStep | FaultBitStep | ExceptionStep | SlowStep | RebootStep
+    | RejectStep | BurstStep | RestockStep | CountStep,
+    Field(discriminator="fault"),
+]
+SCENARIO_FAULTS: tuple[str, ...] = (
+    *get_args(PlainFaultName), "drift", "fault_bit", "exception", "slow", "reboot", REJECT_FAULT,
+    "burst", "restock", "take", "set_count",
+)  # fmt: skip
 
 
 class SiteInfo(_Model):
@@ -432,7 +928,17 @@ class Site(_Model):
     alerts: Alerts = Alerts()
     contacts: list[Contact] = Field(default_factory=list)
     api: Api = Api()
-    scenario: list[ScenarioStep] = Field(default_factory=list)
+    scenario: list[AnyScenarioStep] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _route_mqtt_devices(self) -> Site:
+        # An MQTT device without a topic is heard through the broker mappings (its address and
+        # metric units come from them).
+        mappings = tuple(self.mqtt.mappings) if self.mqtt else ()
+        for d in self.devices:
+            if isinstance(d, MqttDevice) and d.topic is None:
+                d._mappings = mappings
+        return self
 
     def device(self, device_id: str) -> ModbusDevice | MqttDevice:
         for d in self.devices:
@@ -446,6 +952,13 @@ class Site(_Model):
     def mqtt_devices(self) -> list[MqttDevice]:
         return [d for d in self.devices if isinstance(d, MqttDevice)]
 
+    def warnings(self) -> list[ConfigIssue]:
+        """What is valid but probably wrong, with its path (no line numbers: ``load_site`` and
+        ``parse_site`` give those): Modbus registers of one device that overlap (same table,
+        overlapping addresses; bools on different bits of one register do not), and a poll
+        timeout (or connect timeout) longer than the poll interval."""
+        return [ConfigIssue(_format_loc(loc)[0], msg) for loc, msg in _warning_checks(self)]
+
 
 # ---------------------------------------------------------------------------------------------
 # Loading and error reporting
@@ -457,46 +970,81 @@ class ConfigIssue:
     message: str
     line: int | None = None
 
+    def __post_init__(self) -> None:
+        # Bounded and on one line, whatever the file holds.
+        object.__setattr__(self, "path", _clip(self.path, _MAX_PATH_CHARS))
+        object.__setattr__(self, "message", _clip(self.message, MAX_ISSUE_CHARS))
+
+    def render(self, file: str, *, warning: bool = False) -> str:
+        """``FILE: [warning: ]PATH: MESSAGE (line N)``."""
+        head = f"{file}: warning" if warning else file
+        where = f"{head}: {self.path}" if self.path else head
+        line = f" (line {self.line})" if self.line else ""
+        return f"{where}: {self.message}{line}"
+
+
+def render_issues(file: str, issues: list[ConfigIssue], *, warning: bool = False, omitted: int = 0) -> list[str]:
+    """One line per issue, at most MAX_ISSUES of them, then how many more there are."""
+    lines = [i.render(file, warning=warning) for i in issues[:MAX_ISSUES]]
+    more = omitted + max(0, len(issues) - MAX_ISSUES)
+    if more:
+        lines.append(f"{file}: … and {more:,} more {'warnings' if warning else 'problems'}")
+    return lines
+
 
 class ConfigError(Exception):
-    """The site file is not usable; ``str()`` gives one line per problem."""
+    """The site file is not usable; ``str()`` gives one line per problem (at most MAX_ISSUES,
+    then how many more: ``omitted``)."""
 
-    def __init__(self, file: str | os.PathLike[str], issues: Iterable[ConfigIssue]) -> None:
+    def __init__(self, file: str | os.PathLike[str], issues: Iterable[ConfigIssue], *, omitted: int = 0) -> None:
         self.file = str(file)
-        self.issues = list(issues)
+        issues = list(issues)
+        self.issues = issues[:MAX_ISSUES]
+        self.omitted = omitted + len(issues) - len(self.issues)
         super().__init__(self.render())
 
     def render(self) -> str:
-        lines = []
-        for i in self.issues:
-            where = f"{self.file}: {i.path}" if i.path else self.file
-            line = f" (line {i.line})" if i.line else ""
-            lines.append(f"{where}: {i.message}{line}")
-        return "\n".join(lines)
+        return "\n".join(render_issues(self.file, self.issues, omitted=self.omitted))
 
 
-_UNION_TAGS = {"modbus", "mqtt", "threshold"}
+# The tags pydantic puts into the location of a tagged union's member, by the union's place.
+_DEVICE_TAGS = frozenset(("modbus", "mqtt"))
+_RULE_TAGS = frozenset(("threshold",))
+_MODEL_TAGS = frozenset(SIMULATOR_MODELS)
+_FAULT_TAGS = frozenset(SCENARIO_FAULTS)
+
+
+def _union_tags(clean: list[Any]) -> frozenset[str]:
+    n = len(clean)
+    if n == 2 and isinstance(clean[1], int):
+        return _DEVICE_TAGS if clean[0] == "devices" else _FAULT_TAGS if clean[0] == "scenario" else frozenset()
+    if n == 3 and clean[0] == "alerts" and clean[1] == "rules" and isinstance(clean[2], int):
+        return _RULE_TAGS
+    if n == 3 and clean[0] == "devices" and clean[2] == "simulator":
+        return _MODEL_TAGS
+    return frozenset()
 
 
 def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
     parts: list[str] = []
     clean: list[Any] = []
-    prev_was_index = False
+    tags: frozenset[str] = frozenset()
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
             clean.append(item)
-            prev_was_index = True
+            tags = _union_tags(clean)
             continue
         # pydantic puts the discriminator's value into the location of a tagged union member.
-        if prev_was_index and item in _UNION_TAGS:
-            prev_was_index = False
+        if item in tags:
+            tags = frozenset()
             continue
         if item == "for_":
             item = "for"
-        parts.append(f".{item}" if parts else str(item))
+        text = _clip(str(item), 60)
+        parts.append(f".{text}" if parts else text)
         clean.append(item)
-        prev_was_index = False
+        tags = _union_tags(clean)
     return "".join(parts), tuple(clean)
 
 
@@ -504,40 +1052,40 @@ def _message(err: dict[str, Any]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "literal_error":
-        return f"expected one of {ctx.get('expected')}, got {err.get('input')!r}"
+        return f"expected one of {ctx.get('expected')}, got {_short(err.get('input'))}"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        return f"expected one of {ctx.get('expected_tags')}, got {ctx.get('tag')!r}"
+        return f"expected one of {ctx.get('expected_tags')}, got {_short(ctx.get('tag'))}"
     if kind == "union_tag_not_found":
         return f"required key {ctx.get('discriminator')} is missing"
     msg: str = err["msg"]
     if msg.startswith("Input should be "):
         head = msg[len("Input should be ") :].split(",")[0]
-        return f"expected {head}, got {err.get('input')!r}"
+        return f"expected {head}, got {_short(err.get('input'))}"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     return msg[:1].lower() + msg[1:] if msg else kind
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+def _line_of(root: Node | None, loc: tuple[Any, ...]) -> int | None:
     """1-based line in the YAML source of the node at ``loc`` (or its nearest parent)."""
     node = root
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
-        if isinstance(node, yaml.MappingNode):
+        if isinstance(node, MappingNode):
             nxt = None
             for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.value == str(key):
+                if isinstance(k, ScalarNode) and k.value == str(key):
                     nxt = (k, v)
                     break
             if nxt is None:
                 break
             line = nxt[0].start_mark.line + 1
             node = nxt[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+        elif isinstance(node, SequenceNode) and isinstance(key, int):
             if key >= len(node.value):
                 break
             node = node.value[key]
@@ -575,6 +1123,41 @@ def _gateway_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
             if getattr(d, k) != getattr(other, k):
                 problems.append(
                     (("devices", i, k), f"devices on {d.host}:{d.port} share one connection: {k} must match devices[{first[key]}] ({getattr(other, k)!r})")
+                )
+    return problems
+
+
+def _simulator_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    """Simulator sections and scenario steps against the devices they simulate."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    by_id: dict[str, ModbusDevice | MqttDevice] = {}
+    for i, d in enumerate(site.devices):
+        by_id.setdefault(d.id, d)
+        if isinstance(d, MqttDevice) and d.simulator is not None:
+            if d.topic is None or any(c in d.topic for c in "{+#"):
+                problems.append(
+                    (("devices", i, "simulator"), "a simulated MQTT device needs a plain topic of its own (no {metric}, + or #)")
+                )
+    for i, step in enumerate(site.scenario):
+        dev = by_id.get(step.device)
+        if dev is None:
+            continue  # reported by _cross_checks
+        if dev.simulator is None:
+            problems.append(
+                (("scenario", i, "device"), f"device {step.device!r} has no simulator section, so it is not simulated")
+            )
+            continue
+        model = dev.simulator.model
+        allowed = SIMULATOR_FAULTS[model]
+        if step.fault not in allowed:
+            problems.append(
+                (("scenario", i, "fault"), f"{step.device} ({model}) does not take fault {step.fault!r}; expected one of {allowed}")
+            )
+        elif isinstance(step, DriftStep) and step.params.metric is not None:
+            metrics = DRIFT_METRICS[model]
+            if step.params.metric not in metrics:
+                problems.append(
+                    (("scenario", i, "params", "metric"), f"drift on {model} moves {' or '.join(metrics)}, not {step.params.metric!r}")
                 )
     return problems
 
@@ -623,6 +1206,7 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
     for i, step in enumerate(site.scenario):
         if step.device not in first_seen:
             problems.append((("scenario", i, "device"), f"no device with id {step.device!r}"))
+    problems += _simulator_checks(site)
     # MQTT devices without a topic of their own must be reached by a broker mapping.
     # (MQTT devices without any `mqtt:` section are allowed: `eqmon demo` embeds a broker and
     # `eqmon run` refuses them, see eqmon_app/service.py.)
@@ -633,42 +1217,347 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
     return problems
 
 
-def parse_site(text: str, file: str = "<site>") -> Site:
-    """Validate a site document; raise ConfigError naming every problem."""
+# -- warnings ---------------------------------------------------------------------------------
+
+_WHOLE_WORD = 0xFFFF
+
+
+def _register_span(r: Register) -> tuple[str, int, int, int]:
+    """(table, first address, last address, bits of the word read): a bool on a register reads
+    one bit of it (bit 0 when ``bit`` is not given, as the collector decodes it)."""
+    if r.type in ("coil", "discrete_input"):
+        return r.type, r.address, r.address, _WHOLE_WORD
+    if r.data_type == "bool":
+        return r.type, r.address, r.address, 1 << (r.bit or 0)
+    return r.type, r.address, r.address + r.words - 1, _WHOLE_WORD
+
+
+def _describe_span(table: str, first: int, last: int, mask: int) -> str:
+    text = f"{table} {first}" if first == last else f"{table} {first}–{last}"
+    return text if mask == _WHOLE_WORD else f"{text} bit {mask.bit_length() - 1}"
+
+
+def _register_overlaps(registers: list[Register]) -> list[tuple[int, int, str]]:
+    """(later index, earlier index, what both read) for registers of one device that read the
+    same address (in one table): one pair per register at most, in O(n log n). Named ``bits``
+    of a register are part of it, not registers of their own."""
+    spans = [(*_register_span(r), j) for j, r in enumerate(registers)]
+    spans.sort()  # by table, first address, last address, mask, index
+    pairs: dict[int, tuple[int, str]] = {}
+    table = ""
+    reach, reach_j = -1, -1  # the whole-word register reaching furthest so far in this table
+    bits_at: dict[int, list[tuple[int, int]]] = {}  # word → [(mask, index)] of one-bit registers
+    for t, first, last, mask, j in spans:
+        if t != table:
+            table, reach, reach_j, bits_at = t, -1, -1, {}
+        other, shared = -1, ""
+        if mask == _WHOLE_WORD:
+            if first <= reach:
+                other, shared = reach_j, _describe_span(t, first, min(last, reach), _WHOLE_WORD)
+            elif bits_at.get(first):
+                m, other = bits_at[first][0]
+                shared = _describe_span(t, first, first, m)
+            if last > reach:
+                reach, reach_j = last, j
+        else:
+            if first <= reach:
+                other, shared = reach_j, _describe_span(t, first, first, mask)
+            else:
+                for m, k in bits_at.get(first, ()):
+                    if m & mask:
+                        other, shared = k, _describe_span(t, first, first, mask)
+                        break
+            bits_at.setdefault(first, []).append((mask, j))
+        if other >= 0:
+            later, earlier = max(j, other), min(j, other)
+            pairs.setdefault(later, (earlier, shared))
+    return [(later, earlier, shared) for later, (earlier, shared) in sorted(pairs.items())]
+
+
+def _warning_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    warnings: list[tuple[tuple[Any, ...], str]] = []
+    for i, d in enumerate(site.devices):
+        if not isinstance(d, ModbusDevice):
+            continue
+        for later, earlier, shared in _register_overlaps(d.registers):
+            span = _describe_span(*_register_span(d.registers[earlier]))
+            warnings.append(
+                (("devices", i, "registers", later), f"overlaps devices[{i}].registers[{earlier}] ({span}): both read {shared}")
+            )
+        for key in ("timeout", "connect_timeout"):
+            value = getattr(d, key)
+            if value is not None and value > d.interval:
+                default = "" if key in d.model_fields_set else " (the default)"
+                warnings.append(
+                    (("devices", i, key), f"{key} {value:g} s{default} is longer than the poll interval ({d.interval:g} s): a request that times out runs into the next poll")
+                )
+    return warnings
+
+
+# -- reading the YAML -------------------------------------------------------------------------
+
+
+class _LimitError(Exception):
+    """The file passes one of the limits above."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = mark.line + 1 if mark is not None else None
+
+
+# libyaml's parser when PyYAML was built with it (the C parser is about 10× faster), else
+# PyYAML's own. Either way only its events are used: the composer below builds the nodes.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _loader_class(base: Any) -> Any:
+    class Loader(base):  # type: ignore[misc]
+        def construct_object(self, node: Node, deep: bool = False) -> Any:
+            # PyYAML lets a bad date (2024-13-01), "!!int x" or "!!float x" escape as a bare
+            # ValueError: give it the node's position like any other YAML error.
+            try:
+                return super().construct_object(node, deep)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise ConstructorError(None, None, f"cannot read this value: {exc}", node.start_mark) from None
+
+    return Loader
+
+
+_Loader: Any = _loader_class(_BaseLoader)
+
+
+def _add_anchor(anchors: dict[str, tuple[Node, int | None]], event: Any, node: Node, size: int | None) -> None:
+    anchor = event.anchor
+    if anchor in anchors:
+        first = anchors[anchor][0].start_mark.line + 1
+        raise ComposerError(None, None, f"anchor &{anchor} is defined twice (first on line {first})", event.start_mark)
+    anchors[anchor] = (node, size)
+
+
+def _compose(loader: Any) -> Node | None:
+    """The single document's node tree, from the parser's events, within the limits: nesting
+    at most MAX_DEPTH, at most MAX_NODES nodes counting each node an alias repeats (the tree
+    itself shares them: an alias is the anchored node). Iterative: no recursion to exhaust."""
+    get = loader.get_event
+    resolve = loader.resolve
+    get()  # StreamStartEvent
+    event = get()
+    if isinstance(event, StreamEndEvent):
+        return None
+    anchors: dict[str, tuple[Node, int | None]] = {}
+    # Open collections: [node, nodes so far (aliases expanded), pending mapping key, anchor]
+    stack: list[list[Any]] = []
+    total = 0
+    node: Node
+    while True:
+        event = get()
+        cls = event.__class__
+        if cls is ScalarEvent:
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolve(ScalarNode, event.value, event.implicit)
+            node = ScalarNode(tag, event.value, event.start_mark, None, style=event.style)
+            size = 1
+            total += 1
+            if event.anchor is not None:
+                _add_anchor(anchors, event, node, 1)
+        elif cls is AliasEvent:
+            entry = anchors.get(event.anchor)
+            if entry is None:
+                raise ComposerError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+            node, repeated = entry
+            if repeated is None:
+                raise ComposerError(None, None, f"alias *{event.anchor} is inside the collection it names", event.start_mark)
+            size = repeated
+            total += size
+            if total > MAX_NODES:
+                raise _LimitError(f"too many alias expansions: aliases repeat more than {MAX_NODES:,} nodes", event.start_mark)
+        elif cls is MappingStartEvent or cls is SequenceStartEvent:
+            if len(stack) >= MAX_DEPTH:
+                raise _LimitError(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            kind = MappingNode if cls is MappingStartEvent else SequenceNode
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolve(kind, None, event.implicit)
+            node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+            total += 1
+            if event.anchor is not None:
+                _add_anchor(anchors, event, node, None)  # no alias may name it until it ends
+            stack.append([node, 1, None, event.anchor])
+            continue
+        elif cls is MappingEndEvent or cls is SequenceEndEvent:
+            node, size, _, anchor = stack.pop()
+            if anchor is not None:
+                anchors[anchor] = (node, size)
+        else:  # pragma: no cover - the parser only gives the events above inside a document
+            raise ComposerError(None, None, f"unexpected {cls.__name__}", event.start_mark)
+        if total > MAX_NODES:
+            raise _LimitError(f"more than {MAX_NODES:,} YAML nodes", event.start_mark)
+        if not stack:
+            break
+        frame = stack[-1]
+        frame[1] += size
+        parent = frame[0]
+        if parent.__class__ is SequenceNode:
+            parent.value.append(node)
+        elif frame[2] is None:
+            frame[2] = node
+        else:
+            parent.value.append((frame[2], node))
+            frame[2] = None
+    get()  # DocumentEndEvent
+    event = get()
+    if not isinstance(event, StreamEndEvent):
+        raise ComposerError(None, None, "a second document: a site file is one YAML document", event.start_mark)
+    return node
+
+
+def _read_yaml(text: str) -> tuple[Node | None, Any]:
+    """Parse once: the node tree (kept for line numbers) and the data built from it."""
+    loader = _Loader(text)
+    root = _compose(loader)
+    data = loader.construct_document(root) if root is not None else None
+    return root, data
+
+
+def _too_large(size: int) -> ConfigIssue:
+    return ConfigIssue("", f"larger than {MAX_SITE_BYTES // (1024 * 1024)} MiB ({size:,} bytes): a site file may be at most {MAX_SITE_BYTES:,} bytes")
+
+
+def _truncated(data: Any, memo: dict[int, Any]) -> Any:
+    """``data`` with every list cut to its first MAX_ISSUES items and every mapping to its first
+    2 × MAX_ISSUES keys: enough to find the first problems of a file that has thousands."""
+    if not isinstance(data, list | dict):
+        return data
+    done = memo.get(id(data))
+    if done is not None:
+        return done
+    if isinstance(data, list):
+        out: Any = [_truncated(v, memo) for v in data[:MAX_ISSUES]]
+    else:
+        out = {k: _truncated(v, memo) for k, v in list(data.items())[: 2 * MAX_ISSUES]}
+    memo[id(data)] = out
+    return out
+
+
+def _validation_issues(exc: ValidationError, data: Any, root: Node | None) -> tuple[list[ConfigIssue], int]:
+    """The first MAX_ISSUES problems, with their lines, and how many more there are. A file
+    with thousands of problems is validated again cut short, for its first ones: listing them
+    all would cost about 1 KB of memory each."""
+    count = exc.error_count()
+    if count <= 20 * MAX_ISSUES:
+        errors = exc.errors(include_url=False)
+    else:
+        try:
+            Site.model_validate(_truncated(data, {}))
+            errors = []
+        except ValidationError as first:
+            errors = first.errors(include_url=False)
+    issues = []
+    for err in errors[:MAX_ISSUES]:
+        loc = tuple(err["loc"])
+        if err["type"] == "union_tag_invalid":  # point at the tag itself
+            loc += (str((err.get("ctx") or {}).get("discriminator", "")).strip("'"),)
+        path, clean = _format_loc(loc)
+        issues.append(ConfigIssue(path, _message(dict(err)), _line_of(root, clean)))
+    if not issues:
+        issues.append(ConfigIssue("", f"{count:,} problems"))
+    return issues, max(0, count - len(issues))
+
+
+def parse_site(text: str, file: str = "<site>", *, warnings: list[ConfigIssue] | None = None) -> Site:
+    """Validate a site document; raise ConfigError naming every problem (the first MAX_ISSUES).
+    ``warnings``, when given, receives the site's warnings with their line numbers."""
+    if len(text) > MAX_SITE_BYTES // 4:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_SITE_BYTES:
+            raise ConfigError(file, [_too_large(size)])
+    # Hundreds of thousands of nodes and objects, all kept until the end: the cyclic garbage
+    # collector would only walk them again and again (a third of the time of a large file).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        return _parse_site(text, file, warnings)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse_site(text: str, file: str, warnings: list[ConfigIssue] | None) -> Site:
+    try:
+        root, data = _read_yaml(text)
+    except _LimitError as exc:
+        raise ConfigError(file, [ConfigIssue("", exc.message, exc.line)]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        if "maximum nesting depth" in (exc.problem or ""):  # libyaml's own limit (1000)
+            raise ConfigError(file, [ConfigIssue("", f"nested deeper than {MAX_DEPTH} levels", mark.line + 1 if mark else None)]) from None
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(file, [ConfigIssue("", f"{where}not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        problem = exc.problem or exc.context or "unreadable"
+        raise ConfigError(file, [ConfigIssue("", f"{where}not valid YAML: {problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        raise ConfigError(file, [ConfigIssue("", _reader_problem(text, exc))]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, [ConfigIssue("", f"not valid YAML: {exc}")]) from None
+    except UnicodeEncodeError as exc:  # a str with lone surrogates: not from a UTF-8 file
+        raise ConfigError(file, [ConfigIssue("", f"not UTF-8 text: {exc.reason}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(file, [ConfigIssue("", "expected a mapping at the top level")])
     try:
         site = Site.model_validate(data)
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            if err["type"] == "union_tag_invalid":  # point at the tag itself
-                loc += (str((err.get("ctx") or {}).get("discriminator", "")).strip("'"),)
-            path, clean = _format_loc(loc)
-            issues.append(ConfigIssue(path, _message(dict(err)), _line_of(root, clean)))
-        raise ConfigError(file, issues) from None
+        issues, omitted = _validation_issues(exc, data, root)
+        raise ConfigError(file, issues, omitted=omitted) from None
     problems = _cross_checks(site)
     if problems:
         raise ConfigError(
             file,
-            [ConfigIssue(_format_loc(loc)[0], msg, _line_of(root, loc)) for loc, msg in problems],
+            [ConfigIssue(_format_loc(loc)[0], msg, _line_of(root, loc)) for loc, msg in problems[:MAX_ISSUES]],
+            omitted=max(0, len(problems) - MAX_ISSUES),
+        )
+    if warnings is not None:
+        warnings.extend(
+            ConfigIssue(_format_loc(loc)[0], msg, _line_of(root, loc)) for loc, msg in _warning_checks(site)
         )
     return site
 
 
-def load_site(path: str | os.PathLike[str]) -> Site:
-    """Read and validate the site file at ``path``."""
+def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> str:
+    # libyaml counts the position in bytes of UTF-8, PyYAML's reader in characters.
+    position = exc.position if isinstance(exc.position, int) else 0
+    if issubclass(_Loader, yaml.SafeLoader):
+        before = text[:position]
+    else:
+        before = text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "replace")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+    return f"line {line}, column {column}: not valid YAML: character #x{char:04x}: {exc.reason}"
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    start = exc.start
+    line = raw.count(b"\n", 0, start) + 1
+    line_start = raw.rfind(b"\n", 0, start) + 1
+    column = len(raw[line_start:start].decode("utf-8", "replace")) + 1
+    return f"not UTF-8 text: invalid byte 0x{raw[start]:02x} at line {line}, column {column}"
+
+
+def load_site(path: str | os.PathLike[str], *, warnings: list[ConfigIssue] | None = None) -> Site:
+    """Read and validate the site file at ``path`` (UTF-8, at most MAX_SITE_BYTES).
+    ``warnings``, when given, receives the site's warnings with their line numbers."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_SITE_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size if len(raw) > MAX_SITE_BYTES else len(raw)
     except OSError as exc:
-        raise ConfigError(p, [ConfigIssue("", f"cannot read: {exc.strerror}")]) from None
-    return parse_site(text, str(p))
+        raise ConfigError(p, [ConfigIssue("", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_SITE_BYTES:
+        raise ConfigError(p, [_too_large(max(size, len(raw)))])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(p, [ConfigIssue("", _not_utf8(raw, exc))]) from None
+    return parse_site(text, str(p), warnings=warnings)

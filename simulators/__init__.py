@@ -96,7 +96,7 @@ class SimulatedSite:
             if spec is None:
                 continue
             rng = random.Random(spec.seed)
-            params = dict(spec.params)
+            params = spec.param_values()  # validated by the site file's models (eqmon.config)
             if isinstance(dev, ModbusDevice):
                 factory = EQUIPMENT_MODELS.get(spec.model)
                 if factory is None:
@@ -157,7 +157,7 @@ class SimulatedSite:
                 self._shelves[dev.id] = _ShelfSim(dev, pub)
         for i, step in enumerate(site.scenario):
             try:
-                self._check_fault(step.device, step.fault, dict(step.params))
+                self._check_fault(step.device, step.fault, step.param_values())
             except (KeyError, ValueError) as exc:
                 msg = exc.args[0] if exc.args else str(exc)
                 raise ValueError(f"scenario[{i}]: {msg}") from None
@@ -239,11 +239,11 @@ class SimulatedSite:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                self.inject(step.device, step.fault, dict(step.params))
+                self.inject(step.device, step.fault, step.param_values())
             except (KeyError, ValueError) as exc:  # checked at construction; be safe anyway
                 log.error("scenario step at %ss failed: %s", step.at, exc)
             else:
-                log.info("scenario: %s %s %s", step.device, step.fault, dict(step.params))
+                log.info("scenario: %s %s %s", step.device, step.fault, step.param_values())
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ class SimulatedSite:
             if fault in MODEL_FAULTS:
                 spec = sim.device.simulator
                 assert spec is not None
-                probe = EQUIPMENT_MODELS[spec.model](random.Random(0), dict(spec.params))
+                probe = EQUIPMENT_MODELS[spec.model](random.Random(0), spec.param_values())
                 probe.inject(fault, params)
             elif fault in PROTOCOL_FAULTS:
                 protocol_fault(RegisterBank(), fault, params)
@@ -263,15 +263,15 @@ class SimulatedSite:
                     f"{device_id}: unknown fault {fault!r}; expected one of {EQUIPMENT_FAULTS}"
                 )
         elif device_id in self._shelves or device_id in self._no_broker:
-            spec = self.site.device(device_id).simulator
-            assert spec is not None
+            mqtt_spec = self.site.device(device_id).simulator
+            assert mqtt_spec is not None
             try:
                 if fault in LINK_FAULTS:
                     check_link_fault(fault, params)
-                elif spec.model == SHELF_MODEL:
-                    ShelfModel(random.Random(0), dict(spec.params)).inject(fault, params)
+                elif mqtt_spec.model == SHELF_MODEL:
+                    ShelfModel(random.Random(0), mqtt_spec.param_values()).inject(fault, params)
                 else:
-                    SensorModel(spec.model, random.Random(0), dict(spec.params)).inject(fault, params)
+                    SensorModel(mqtt_spec.model, random.Random(0), mqtt_spec.param_values()).inject(fault, params)
             except ValueError as exc:
                 raise ValueError(f"{device_id}: {exc}") from None
         else:
@@ -332,6 +332,7 @@ class SimulatedSite:
         kw = max((len(k) for k in kinds), default=0)
         for dev in self.site.devices:
             if dev.id in self._modbus:
+                assert isinstance(dev, ModbusDevice)
                 sim = self._modbus[dev.id]
                 server = self._servers[sim.server_key]
                 port = server.port or dev.port
@@ -340,6 +341,7 @@ class SimulatedSite:
                 )
                 faults = sim.model.active_faults + sim.bank.faults.active
             elif dev.id in self._shelves:
+                assert isinstance(dev, MqttDevice)
                 pub = self._shelves[dev.id].publisher
                 model_name = dev.simulator.model if dev.simulator else SHELF_MODEL
                 line = (

@@ -92,9 +92,12 @@ def test_bad_durations(bad: object) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("model: vaccine_freezer", "model: ice_cream_van", "devices[2].simulator: unknown simulator model 'ice_cream_van'"),
-        ("unit_weight_g: 3.2", "unit_weight_g: heavy", "devices[5].simulator: unit_weight_g must be a number"),
-        ("fault: drift", "fault: melt", "scenario[0]: fridge-1: unknown fault 'melt'"),
+        ("model: vaccine_freezer", "model: ice_cream_van", "devices[2].simulator.model: expected one of 'medication_refrigerator', "),
+        ("unit_weight_g: 3.2", "unit_weight_g: heavy", "devices[5].simulator.params.unit_weight_g: expected a number, got 'heavy' (line "),
+        ("fault: drift", "fault: melt", "scenario[0].fault: expected one of 'stuck', "),
+        ("fault: drift, params: {metric: temperature_c, target: 12.0, rate_per_min: 60}", "fault: lastwill",
+         "scenario[0].fault: fridge-1 (medication_refrigerator) does not take fault 'lastwill'"),
+        ("model: vaccine_freezer", "model: smart_shelf", "devices[2].simulator.model: expected one of 'medication_refrigerator', "),
     ],
 )
 def test_bad_simulator_sections_are_site_file_errors(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -103,3 +106,4 @@ def test_bad_simulator_sections_are_site_file_errors(tmp_path: Path, old: str, n
     r = check_config(path)
     assert r.returncode == 2
     assert r.stderr.startswith(f"{path}: {expected}"), r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
