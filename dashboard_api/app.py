@@ -1,4 +1,10 @@
-"""The FastAPI application factory. Settings come in as arguments, never from import time."""
+"""The FastAPI application factory. Settings come in as arguments, never from import time.
+
+Threads: routes that read or change what the service's event loop writes (devices, alerts,
+health, MQTT dead letters) are ``async def``, so they run on the loop that serves the API, which
+is the service's own loop (uvicorn runs inside it). Only routes that read the telemetry stores
+(history, dead letters, metrics) are plain ``def`` and run in the worker threads.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from fastapi.responses import FileResponse
 
 from dashboard_api.state import MonitorState
 
+from . import errors
 from .routers import alerts, devices, health, telemetry
 
 STATIC = Path(__file__).parent / "static"
@@ -17,13 +24,14 @@ STATIC = Path(__file__).parent / "static"
 def create_app(state: MonitorState) -> FastAPI:
     app = FastAPI(title="eqmon", version="0.1.0", summary="Equipment and supply monitoring")
     app.state.monitor = state
+    errors.install(app)
     app.include_router(devices.router)
     app.include_router(alerts.router)
     app.include_router(health.router)
     app.include_router(telemetry.router)
 
     @app.get("/", include_in_schema=False)
-    def dashboard() -> FileResponse:
+    async def dashboard() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
     return app

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from dashboard_api.state import MonitorState
 
 
-def get_state(request: Request) -> MonitorState:
+async def get_state(request: Request) -> MonitorState:
+    # async: FastAPI would run a plain def dependency in a worker thread for nothing.
     state: MonitorState = request.app.state.monitor
     return state
 

@@ -3,12 +3,12 @@ readings, alerts, and where history lives. Written only by the service's event l
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from eqmon.config import ModbusDevice, Site
-from eqmon.domain import Alert, Reading
+from eqmon.config import Site
+from eqmon.domain import Alert, DeviceState, Quality, Reading
 
 if TYPE_CHECKING:
     from alerts.engine import AlertEngine
@@ -26,7 +26,8 @@ class MonitorState:
     embedded: EmbeddedStore | None
     clock: Callable[[], float]
     latest: dict[str, dict[str, Reading]] = field(default_factory=dict)
-    counters: dict[str, Callable[[], float]] = field(default_factory=dict)
+    # the self-metrics as {name: value} (eqmon_app/metrics.py), shown by /healthz
+    counters: Callable[[], dict[str, float]] = dict
     started_at: float = 0.0
     # telemetry: the history source (embedded store or InfluxDB reader), the dead-letter store
     # and the Prometheus text of the self-metrics
@@ -35,7 +36,7 @@ class MonitorState:
     metrics_text: Callable[[], str] | None = None
     mqtt: Any = None  # the MQTT collector (bad-message counts and dead letters), if any
 
-    def record(self, readings: list[Reading]) -> None:
+    def record(self, readings: Sequence[Reading]) -> None:
         for r in readings:
             self.latest.setdefault(r.device_id, {})[r.metric] = r
 
@@ -49,20 +50,18 @@ class MonitorState:
             "kind": d.kind,
             "location": d.location,
             "protocol": d.protocol,
-            "address": f"{d.host}:{d.port}/{d.unit_id}" if isinstance(d, ModbusDevice) else d.topic,
+            "address": d.address,
             "status": str(h.state),
             "status_since": h.since,
             "last_seen": h.last_success,
             "last_error": h.last_error,
             "consecutive_failures": h.consecutive_failures,
+            "rejected_registers": [r.as_dict() for r in h.rejected],  # Modbus: {name, table, address, exception}
             "open_alerts": [
                 {"id": a.id, "severity": str(a.severity), "metric": a.metric}
                 for a in self.engine.active() if a.device_id == device_id
             ],
-            "readings": {
-                m: {"value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(r.quality)}
-                for m, r in sorted(readings.items())
-            },
+            "readings": self.readings_view(readings, h.state),
         }
 
     def devices_view(self) -> list[dict[str, Any]]:
@@ -75,3 +74,22 @@ class MonitorState:
         seen = {a.id for a in open_alerts}
         resolved = [a for a in self.alert_store.recent(limit) if a.id not in seen]
         return open_alerts + resolved[: max(0, limit - len(open_alerts))]
+
+    def readings_view(self, readings: dict[str, Reading], state: DeviceState) -> dict[str, dict[str, Any]]:
+        """Latest readings by metric with their age (``age_s``, seconds). While the device is
+        not heard (offline, stale, unknown, misconfigured), its last values are served as
+        quality ``stale``, never ``good``; a ``bad`` value stays ``bad``."""
+        now = self.clock()
+        silent = state in NOT_HEARD
+        out: dict[str, dict[str, Any]] = {}
+        for m, r in sorted(readings.items()):
+            quality = Quality.STALE if silent and r.quality == Quality.GOOD else r.quality
+            out[m] = {
+                "value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(quality),
+                "age_s": round(max(0.0, now - r.ts), 1),
+            }  # fmt: skip
+        return out
+
+
+# Device states in which the latest values are no longer being refreshed.
+NOT_HEARD = frozenset({DeviceState.OFFLINE, DeviceState.STALE, DeviceState.UNKNOWN, DeviceState.MISCONFIGURED})

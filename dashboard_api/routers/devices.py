@@ -1,47 +1,67 @@
-"""Devices: status, last seen and latest readings; history of one metric."""
+"""Devices: status, last seen and latest readings; history of one metric.
+
+The device routes are ``async def``: the views read what the service's event loop writes
+(health, latest values, open alerts), so they run on that loop. The history routes query a
+telemetry store and stay plain ``def`` (worker threads)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
 from ..deps import StateDep
+from ..errors import ERROR_RESPONSES, NOT_FOUND, show
+from ..models import AggregateOut, DeviceOut, ErrorResponse, HistoryOut
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=ERROR_RESPONSES)
+
+# Timestamps accepted in queries: Unix seconds from 1970 to the end of year 9999, finite.
+MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
 
 
-@router.get("")
-def list_devices(state: StateDep) -> list[dict[str, Any]]:
+def _timestamp(description: str) -> Any:
+    return Query(None, ge=0, le=MAX_TS, allow_inf_nan=False, description=description)
+
+
+Metric = Annotated[str, Query(min_length=1, max_length=200, description="metric name, e.g. temperature_c")]
+HISTORY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    501: {"model": ErrorResponse, "description": "No telemetry store configured"},
+}
+
+
+@router.get("", response_model=list[DeviceOut])
+async def list_devices(state: StateDep) -> list[dict[str, Any]]:
     """Every configured device with its status and latest readings."""
     return state.devices_view()
 
 
-@router.get("/{device_id}")
-def get_device(device_id: str, state: StateDep) -> dict[str, Any]:
+@router.get("/{device_id}", response_model=DeviceOut, responses=NOT_FOUND)
+async def get_device(device_id: str, state: StateDep) -> dict[str, Any]:
     try:
         return state.device_view(device_id)
     except KeyError:
-        raise HTTPException(404, f"no device {device_id!r}") from None
+        raise HTTPException(404, f"no device {show(device_id)!r}") from None
 
 
 def _history_source(state: StateDep, device_id: str) -> Any:
     try:
         state.site.device(device_id)
     except KeyError:
-        raise HTTPException(404, f"no device {device_id!r}") from None
+        raise HTTPException(404, f"no device {show(device_id)!r}") from None
     if state.history is None:
         raise HTTPException(501, "history needs a telemetry store (telemetry.embedded or telemetry.influxdb)")
     return state.history
 
 
-@router.get("/{device_id}/history")
+@router.get("/{device_id}/history", response_model=HistoryOut, responses=HISTORY_ERRORS)
 def history(
     device_id: str,
     state: StateDep,
-    metric: str,
-    since: float | None = Query(None, description="Unix seconds; default one hour ago"),
-    until: float | None = Query(None, description="Unix seconds; default now"),
+    metric: Metric,
+    since: float | None = _timestamp("Unix seconds; default one hour ago"),
+    until: float | None = _timestamp("Unix seconds; default now"),
     limit: int = Query(10000, ge=1, le=100000),
 ) -> dict[str, Any]:
     """Raw readings of one metric (embedded store, or InfluxDB without it), oldest first."""
@@ -57,14 +77,14 @@ def history(
     }
 
 
-@router.get("/{device_id}/history/aggregate")
+@router.get("/{device_id}/history/aggregate", response_model=AggregateOut, responses=HISTORY_ERRORS)
 def history_aggregate(
     device_id: str,
     state: StateDep,
-    metric: str,
+    metric: Metric,
     window: Literal["1m", "1h"] = Query("1m", description="window length"),
-    since: float | None = Query(None, description="Unix seconds; default one day ago"),
-    until: float | None = Query(None, description="Unix seconds; default now"),
+    since: float | None = _timestamp("Unix seconds; default one day ago"),
+    until: float | None = _timestamp("Unix seconds; default now"),
 ) -> dict[str, Any]:
     """min/mean/max/count of the good numeric readings per window (``ts`` = window start)."""
     source = _history_source(state, device_id)

@@ -1,0 +1,79 @@
+"""Helpers for the API tests (tests/test_api_*.py); no tests of its own.
+
+``api_on_built_service`` builds the real service for the example site (Modbus devices only, no
+simulators: they stay unknown) without starting it, and calls its API in-process through
+httpx's ASGI transport on the service's own event loop, as uvicorn would. ``running_service``
+starts the service for real (uvicorn inside the service's loop) for tests of the served path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from dashboard_api.app import create_app
+from eqmon.config import Site
+from eqmon_app.service import Service
+from tests.sitefiles import example_on_free_ports, site
+
+
+def modbus_only_site() -> Site:
+    data = example_on_free_ports()
+    data["devices"] = [d for d in data["devices"] if d["protocol"] == "modbus"]
+    return site(data)
+
+
+@dataclass
+class InProcessApi:
+    service: Service
+    app: FastAPI
+    loop: asyncio.AbstractEventLoop
+    client: httpx.AsyncClient
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.loop.run_until_complete(self.client.request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+
+@contextlib.contextmanager
+def api_on_built_service(tmp_path: Path, **kwargs: Any) -> Iterator[InProcessApi]:
+    """The API of a built (not started) service, on an event loop of its own; the service is
+    stopped and closed on exit."""
+    loop = asyncio.new_event_loop()
+
+    async def build() -> Service:
+        return Service(modbus_only_site(), data_dir=tmp_path, **kwargs)
+
+    service = loop.run_until_complete(build())
+    app = create_app(service.state)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://eqmon.test")
+    try:
+        yield InProcessApi(service, app, loop, client)
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.run_until_complete(service.stop())
+        loop.close()
+
+
+@contextlib.asynccontextmanager
+async def running_service(tmp_path: Path) -> AsyncIterator[Service]:
+    service = Service(modbus_only_site(), data_dir=tmp_path)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
