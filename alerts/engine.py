@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from eqmon.config import ModbusDevice, MqttDevice, Site, ThresholdRule
+from eqmon.config import Device, Site, ThresholdRule
 from eqmon.domain import (
     Alert,
     AlertState,
@@ -68,7 +68,7 @@ class AlertEngine:
         self._on_change = on_change
         self._delay_scale = delay_scale
         self._tz = ZoneInfo(site.site.timezone)
-        self._devices: dict[str, ModbusDevice | MqttDevice] = {d.id: d for d in site.devices}
+        self._devices: dict[str, Device] = {d.id: d for d in site.devices}
         # (device_id, metric) -> rules that watch it
         self._rules: dict[tuple[str, str], list[ThresholdRule]] = {}
         for rule in site.alerts.rules:
@@ -101,23 +101,51 @@ class AlertEngine:
         misconfigured = (MISCONFIGURED_RULE_ID, event.device_id)
         where = f"{dev.display_name}{self._where(dev)}"
         since = self._clock_time(event.ts)
+        if event.state in (DeviceState.OFFLINE, DeviceState.STALE, DeviceState.MISCONFIGURED) and not event.partial:
+            self._condition_unknown(dev, event)
+        elif event.state == DeviceState.ONLINE:
+            self._condition_known_again(event.device_id)
         if event.state in (DeviceState.OFFLINE, DeviceState.STALE) and offline not in self._active:
             what = "not responding" if event.state == DeviceState.OFFLINE else "silent (no data)"
-            msg = (
-                f"WARNING {where}: {what} since {since} ({event.reason}); "
-                f"check its power and network cable, then call Facilities"
-            )
+            # A reason that already says what to check (a gateway's 0x0A/0x0B: the unit id, the
+            # serial line) is not contradicted by the generic advice.
+            check = "" if "check " in event.reason else "check its power and network cable, then "
+            msg = f"WARNING {where}: {what} since {since} ({event.reason}); {check}call Facilities"
             self._raise(offline, Severity.WARNING, "", msg, event.ts, None)
         elif event.state == DeviceState.MISCONFIGURED and misconfigured not in self._active:
+            missing = "those readings are missing" if event.partial else "its readings are missing"
             msg = (
                 f"WARNING {where}: rejects eqmon's requests since {since} ({event.reason}); "
-                f"its readings are missing — ask the integrator to check its register map"
+                f"{missing} — ask the integrator to check its register map"
             )
             self._raise(misconfigured, Severity.WARNING, "", msg, event.ts, None)
         elif event.state == DeviceState.ONLINE:
             for key in (offline, misconfigured):
                 if key in self._active:
                     self._resolve(key, event.ts)
+
+    def _condition_unknown(self, dev: Device, event: DeviceStatusEvent) -> None:
+        """The device stopped answering: its pending excursions stop (a reading that does not
+        come is neither in nor out of range), and its open threshold alerts stay open — the
+        condition is not cleared, it is unknown — and say so."""
+        for key in [k for k in self._pending if k[1] == event.device_id]:
+            del self._pending[key]
+        why = "not answering" if event.state != DeviceState.MISCONFIGURED else "rejecting eqmon's requests"
+        note = f" — condition now unknown: the device is {why} since {self._clock_time(event.ts)}"
+        for (_, device_id), a in self._active.items():
+            if device_id != event.device_id or not a.metric:
+                continue
+            base = a.extra.setdefault("base_message", a.message)
+            a.message = base + note
+            a.extra["condition_unknown_since"] = event.ts
+            self._emit(a)
+
+    def _condition_known_again(self, device_id: str) -> None:
+        for (_, dev_id), a in self._active.items():
+            if dev_id == device_id and "condition_unknown_since" in a.extra:
+                a.message = a.extra.pop("base_message", a.message)
+                del a.extra["condition_unknown_since"]
+                self._emit(a)
 
     def tick(self, now: float) -> None:
         """Raise alerts whose ``for`` elapsed although no new reading arrived since."""
@@ -237,17 +265,12 @@ class AlertEngine:
         self._on_change(dataclasses.replace(alert, extra=dict(alert.extra)))
 
     @staticmethod
-    def _where(dev: ModbusDevice | MqttDevice) -> str:
+    def _where(dev: Device) -> str:
         return f" ({dev.location})" if dev.location else ""
 
     @staticmethod
-    def _unit(dev: ModbusDevice | MqttDevice, metric: str) -> str:
-        units = (
-            {r.name: r.unit for r in dev.registers}
-            if isinstance(dev, ModbusDevice)
-            else {f.metric: f.unit for f in dev.fields}
-        )
-        u = units.get(metric, "")
+    def _unit(dev: Device, metric: str) -> str:
+        u = dev.metric_units().get(metric, "")
         return f" {u}" if u else ""
 
     def clock_time(self, ts: float) -> str:

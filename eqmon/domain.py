@@ -58,6 +58,9 @@ class DeviceStatusEvent:
     state: DeviceState
     ts: float
     reason: str = ""
+    # The device still answers and only some of what it is asked is affected (a misconfigured
+    # event naming the registers it rejects while the others are read): its readings go on.
+    partial: bool = False
 
 
 class Severity(enum.StrEnum):

@@ -10,10 +10,14 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eqmon.config import ConfigError, ConfigIssue, MqttBroker, Site, load_site
+from eqmon.config import ConfigError, ConfigIssue, MqttBroker, Site, load_site, render_issues
+
+if TYPE_CHECKING:
+    from simulators import SimulatedSite
 
 EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "site.yaml"
 # The demo compresses alert delays: 60 min of excursion before an alert becomes 30 s.
@@ -22,18 +26,27 @@ DEMO_DELAY_SCALE = 120.0
 log = logging.getLogger("eqmon")
 
 
-def _setup_logging(verbose: bool) -> None:
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _setup_logging(level: str) -> None:
+    """eqmon's own lines at ``level``; the libraries' (pymodbus, APScheduler, amqtt, uvicorn)
+    only from warnings up, except with ``debug``: pymodbus logs every failed poll and hex dumps
+    at ERROR, and eqmon promises one line per change of a device's state (collectors/modbus.py
+    keeps pymodbus quiet unless its logger was opened here)."""
+    debug = level == "debug"
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("pymodbus", "apscheduler", "amqtt", "transitions", "uvicorn.error"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    for noisy in ("apscheduler", "amqtt", "transitions", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)
 
 
-def _loop_factory():  # type: ignore[no-untyped-def]
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop: uvloop when it is installed (pymodbus's request costs far less CPU on it,
     which decides how many Modbus devices one core can poll; docs/performance.md), asyncio's own
     loop otherwise or when EQMON_EVENT_LOOP=asyncio."""
@@ -46,37 +59,33 @@ def _loop_factory():  # type: ignore[no-untyped-def]
     return uvloop.new_event_loop
 
 
-def _load(path: str, *, simulators: bool = False) -> Site:
-    """The validated site; with ``simulators``, its simulator sections and scenario too."""
+def _load(path: str, *, warnings: list[ConfigIssue] | None = None) -> Site:
+    """The validated site, simulator sections and scenario included; a bad file exits 2. Its
+    warnings go to ``warnings`` when given, else to the log (once, at start-up)."""
+    found: list[ConfigIssue] = []
     try:
-        site = load_site(path)
-        if simulators:
-            check_simulators(site, path)
-        return site
+        site = load_site(path, warnings=found)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         raise SystemExit(2) from None
+    if warnings is not None:
+        warnings.extend(found)
+    else:
+        for line in render_issues(path, found):
+            log.warning("%s", line)
+    return site
 
 
-def check_simulators(site: Site, path: str) -> None:
-    """Build (without starting) the simulated site, so that a bad simulator model, param or
-    scenario step stops start-up like any other site-file error, with its path in the file."""
+def _simulated_site(site: Site, path: str, *, mqtt_host: str | None, mqtt_port: int | None) -> SimulatedSite | None:
+    """The simulated devices, or None (said on stderr). The site file's models have checked the
+    simulator sections: a simulator refusing them anyway is a site-file error, not a traceback."""
     from simulators import SimulatedSite
 
     try:
-        SimulatedSite(site, mqtt_host="127.0.0.1", mqtt_port=1883)
+        return SimulatedSite(site, mqtt_host=mqtt_host, mqtt_port=mqtt_port)
     except (ValueError, KeyError) as exc:
-        msg = str(exc.args[0] if exc.args else exc)
-        where = ""
-        head, _, rest = msg.partition(": ")
-        if head.startswith("scenario["):
-            where, msg = head, rest
-        else:
-            for i, d in enumerate(site.devices):
-                if head == d.id:
-                    where, msg = f"devices[{i}].simulator", rest
-                    break
-        raise ConfigError(path, [ConfigIssue(where, msg)]) from None
+        print(f"{path}: simulators: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return None
 
 
 @contextlib.asynccontextmanager
@@ -100,12 +109,19 @@ async def _stop_signal(duration: float | None) -> AsyncIterator[asyncio.Event]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    site = _load(args.file, simulators=True)
+    warnings: list[ConfigIssue] = []
+    site = _load(args.file, warnings=warnings)
+    for line in render_issues(args.file, warnings, warning=True):
+        print(line)
     if args.plan:
-        from collectors.modbus import describe_plan
+        from collectors.modbus import describe_plan, probe_plans
 
-        for d in site.modbus_devices():
-            print("\n".join(describe_plan(d)))
+        if getattr(args, "probe", False):  # contact each device once: what it rejects, the plan then
+            for lines in asyncio.run(probe_plans(site.modbus_devices())):
+                print("\n".join(lines), flush=True)
+        else:
+            for d in site.modbus_devices():
+                print("\n".join(describe_plan(d)))
     print("ok")
     return 0
 
@@ -129,14 +145,14 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _simulate(args: argparse.Namespace) -> int:
-    from simulators import SimulatedSite
-
-    site = _load(args.config, simulators=True)
+    site = _load(args.config)
     broker = site.mqtt
     async with _stop_signal(args.duration) as stop:
-        sim = SimulatedSite(
-            site, mqtt_host=broker.host if broker else None, mqtt_port=broker.port if broker else None
+        sim = _simulated_site(
+            site, args.config, mqtt_host=broker.host if broker else None, mqtt_port=broker.port if broker else None
         )
+        if sim is None:
+            return 2
         await sim.start()
         control = None
         if args.control_port is not None:
@@ -157,10 +173,9 @@ async def _simulate(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     from eqmon_app.service import Service
-    from simulators import SimulatedSite
     from simulators.broker import EmbeddedBroker
 
-    site = _load(args.config, simulators=True)
+    site = _load(args.config)
     data_dir = Path(args.data_dir)
     if data_dir.exists():
         shutil.rmtree(data_dir)  # every demo starts from nothing: no alerts left from last time
@@ -171,7 +186,11 @@ async def _demo(args: argparse.Namespace) -> int:
             broker = EmbeddedBroker(host="127.0.0.1", port=0)
             await broker.start()
             mqtt = MqttBroker(host="127.0.0.1", port=broker.port, client_id="eqmon-demo")
-        sim = SimulatedSite(site, mqtt_host=mqtt.host if mqtt else None, mqtt_port=mqtt.port if mqtt else None)
+        sim = _simulated_site(site, args.config, mqtt_host=mqtt.host if mqtt else None, mqtt_port=mqtt.port if mqtt else None)
+        if sim is None:
+            if broker is not None:
+                await broker.stop()
+            return 2
         service = None
         try:
             await sim.start()
@@ -187,7 +206,7 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"  dashboard              {service.api_url}/")
             print(f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts")
             for step in site.scenario:
-                print(f"  scenario: at {step.at:g} s, {step.fault} on {step.device} {dict(step.params)}")
+                print(f"  scenario: at {step.at:g} s, {step.fault} on {step.device} {step.param_values()}")
             print(f"  alert delays are shortened {DEMO_DELAY_SCALE:g}× for the demo (60 min → 30 s)")
             print("Ctrl-C stops everything.", flush=True)
             await stop.wait()
@@ -204,12 +223,17 @@ async def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eqmon", description="Equipment and supply monitoring.")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info",
+        help="eqmon's log level; debug also opens the protocol libraries' own logs",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="same as --log-level debug")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check-config", help="validate a site file; prints ok or every error, exit 2")
     p.add_argument("file")
     p.add_argument("--plan", action="store_true", help="also print each Modbus device's read plan")
+    p.add_argument("--probe", action="store_true", help="with --plan: read each Modbus device once, print what it rejects")
 
     p = sub.add_parser("run", help="the production service: collectors, sinks, alerts, API")
     p.add_argument("--config", required=True)
@@ -234,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return cmd_check_config(args)
-    _setup_logging(args.verbose)
+    _setup_logging("debug" if args.verbose else args.log_level)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:

@@ -1,8 +1,11 @@
 """Service wiring: builds collectors, sinks, the alert engine and the API from a validated site,
 and runs them on one asyncio loop.
 
-Data flows one way: devices → collectors → ``accept`` → sinks, latest values and the alert
-engine; device status → ``on_status`` → alert engine; alerts → store and notifiers → API.
+Data flows one way: devices → collectors → ``accept`` → the durable spool → sinks; what the spool
+took is published on the bus (eqmon/bus.py) to the latest values and the alert engine (and next
+the inventory); device status → bus → alert engine; alerts → store and notifiers → API. The
+collectors come from one registry keyed by protocol (collectors/registry.py), the self-metrics
+from one registry (eqmon_app/metrics.py), the link and spool warnings from alerts/links.py.
 """
 
 from __future__ import annotations
@@ -14,30 +17,30 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from alerts.engine import AlertEngine
+from alerts.links import BROKER_GRACE, SINK_FAILING_GRACE, LinkFacts, LinkWatch
 from alerts.notifiers import LogNotifier, Notifier
 from alerts.store import AlertStore
+from collectors.deadletters import DeadLetterStore
 from collectors.embedded import EmbeddedStore
 from collectors.errors import SpoolFull
 from collectors.health import DeviceHealth
-from collectors.modbus import ModbusCollector
-from collectors.scheduler import PollScheduler
+from collectors.registry import BuildContext, Collector, device_health, kind_of
 from collectors.sinks import SinkRunner
-from collectors.spool import DeadLetterStore, Spool
+from collectors.spool import Spool
 from dashboard_api.app import create_app
 from dashboard_api.state import MonitorState
-from eqmon.config import ModbusDevice, MqttBroker, Site
-from eqmon.domain import Alert, DeviceStatusEvent, Reading, Severity
+from eqmon.bus import Bus
+from eqmon.config import MqttBroker, Site
+from eqmon.domain import Alert, Reading
+
+from .metrics import SelfMetrics
 
 log = logging.getLogger("eqmon")
-
-SPOOL_ALERT = "telemetry-spool-filling"
-MQTT_BROKER_ALERT = "mqtt-broker-unreachable"
-MQTT_BROKER_GRACE = 60.0  # a broker restart is not an incident; a minute without it is
-SINK_FAILING_GRACE = 300.0  # retries ride out short outages; five minutes of failures is one
 
 
 class _Server(uvicorn.Server):
@@ -72,18 +75,16 @@ class Service:
         self.notifiers = notifiers if notifiers is not None else [LogNotifier()]
         data_dir.mkdir(parents=True, exist_ok=True)
 
-        self.health: dict[str, DeviceHealth] = {}
-        for d in site.devices:
-            if isinstance(d, ModbusDevice):
-                h = DeviceHealth(d.id, offline_after=d.offline_after, emit=self.on_status)
-            else:
-                h = DeviceHealth(d.id, stale_after=d.stale_after, emit=self.on_status)
-            self.health[d.id] = h
+        self.bus = Bus()
+        self.health: dict[str, DeviceHealth] = {
+            d.id: device_health(d, self.bus.publish_status) for d in site.devices
+        }
 
         self.alert_store = AlertStore(data_dir / "alerts.sqlite")
         self.engine = AlertEngine(
             site, on_change=self._on_alert, delay_scale=delay_scale, active=self.alert_store.open_alerts()
         )
+        self.links = LinkWatch(self.engine)
 
         # Telemetry: collectors -> durable spool -> one runner per sink, each with its cursor.
         tel = site.telemetry
@@ -99,7 +100,7 @@ class Service:
         self.dead_letters = DeadLetterStore(data_dir / "dead_letters.sqlite")
         self.sinks: list[SinkRunner] = []
         self.embedded: EmbeddedStore | None = None
-        history: object = None
+        history: Any = None
         if tel.embedded is not None:
             self.embedded = EmbeddedStore(
                 data_dir / tel.embedded.path,
@@ -124,20 +125,22 @@ class Service:
             )
             if history is None:
                 history = InfluxHistory(tel.influxdb, devices)
-        self.readings_lost: dict[str, int] = {"spool_full": 0}
+        self.readings_lost = 0  # polls refused by a full spool (a poll cannot be sent again)
+        self.readings_in = 0
         self.accept_seconds = 0.0
         self.accept_calls = 0
+        self._lost_logged = False
 
-        self.modbus = ModbusCollector(site.modbus_devices(), self.health.__getitem__, clock=clock)
-        self.scheduler = PollScheduler(self.modbus.pollers, self._accept_poll)
-        self.mqtt = None
-        if site.mqtt_devices():
-            from collectors.mqtt import MqttCollector
-
-            assert self.mqtt_broker is not None
-            self.mqtt = MqttCollector(
-                self.mqtt_broker, site.mqtt_devices(), self.health.__getitem__, self.accept, clock=clock
-            )
+        # Collectors: one per protocol present in the site, from the registry.
+        by_protocol: dict[str, list[Any]] = {}
+        for d in site.devices:
+            by_protocol.setdefault(d.protocol, []).append(d)
+        self.collectors: list[Collector] = []
+        for protocol, devs in by_protocol.items():
+            kind = kind_of(protocol)
+            accept = self.accept if kind.redeliverable else self._accept_once
+            ctx = BuildContext(site, self.health, accept, clock, self.mqtt_broker)
+            self.collectors.append(kind.build(ctx, devs))
 
         self.state = MonitorState(
             site=site,
@@ -150,38 +153,53 @@ class Service:
             dead_letters=self.dead_letters,
             mqtt=self.mqtt,
         )
-        self.state.metrics_text = self.metrics_text
-        self.readings_in = 0
-        self.state.counters = {
-            "readings_received": lambda: self.readings_in,
-            "polls": lambda: self.scheduler.polls,
-            "poll_failures": lambda: self.scheduler.failures,
-            "mqtt_messages": lambda: self.mqtt.messages if self.mqtt else 0,
-            "mqtt_bad_payloads": lambda: sum(self.mqtt.bad_payloads.values()) if self.mqtt else 0,
-            **{f"sink_{s.sink.name}_written": (lambda s=s: s.written) for s in self.sinks},
-            **{f"sink_{s.sink.name}_pending": (lambda s=s: s.depth) for s in self.sinks},
-            "spool_depth": lambda: self.spool.depth,
-            "spool_rejected_full": lambda: self.spool.rejected_full,
-            "spool_dropped_oldest": lambda: self.spool.dropped_oldest,
-            "readings_lost_spool_full": lambda: self.readings_lost["spool_full"],
-            "dead_lettered": lambda: self.influx.dead_lettered if self.influx else 0,
-        }
+        # Subscribers, in order: the latest values first (what the API shows), then the engine.
+        self.bus.subscribe_readings("latest-values", self.state.record)
+        self.bus.subscribe_readings("alert-engine", self.engine.on_readings)
+        self.bus.subscribe_status("alert-engine", self.engine.on_status)
+
+        self.metrics = SelfMetrics(self)
+        self.state.metrics_text = self.metrics.text
+        self.state.counters = self._health_counters
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
-        self._lost_logged = False
         self._last_self_metrics = 0.0
+
+    # -- collectors by protocol (for tests, benchmarks and the API) ------------------------------
+
+    def collector(self, protocol: str) -> Any:
+        for c in self.collectors:
+            if c.protocol == protocol:
+                return c
+        return None
+
+    @property
+    def mqtt(self) -> Any:
+        """The MQTT collector (collectors/mqtt.py), or None without MQTT devices."""
+        c = self.collector("mqtt")
+        return c.mqtt if c is not None else None
+
+    @property
+    def modbus(self) -> Any:
+        c = self.collector("modbus")
+        return c.modbus if c is not None else None
+
+    @property
+    def scheduler(self) -> Any:
+        c = self.collector("modbus")
+        return c.scheduler if c is not None else None
 
     # -- data flow --------------------------------------------------------------------------
 
     async def accept(self, readings: list[Reading]) -> None:
         """Take readings from a collector. When this returns, they are durably in the spool
         (fsync'd, group-committed with every other call waiting at that moment): the contract
-        that lets the MQTT collector acknowledge a message only after this. Then the latest
-        values and the alert engine see them.
+        that lets the MQTT collector acknowledge a message only after this. Then they are
+        published on the bus (latest values, alert engine).
 
         Raises SpoolFull when the spool is at its bound under policy ``reject``: nothing of this
-        call was stored (the MQTT collector must not acknowledge; see ``_accept_poll``).
+        call was stored (the MQTT collector must not acknowledge; see ``_accept_once``).
         Safe to call concurrently and often: the spool's writer thread batches the calls."""
         self.readings_in += len(readings)
         t0 = time.perf_counter()
@@ -190,27 +208,21 @@ class Service:
         self.accept_calls += 1
         for s in self.sinks:
             s.notify(len(readings))
-        self.state.record(readings)
-        self.engine.on_readings(readings)
+        self.bus.publish_readings(readings)
 
-    async def _accept_poll(self, readings: list[Reading]) -> None:
-        """accept() for Modbus polls: a device cannot be asked to send a poll again, so under
-        SpoolFull its readings are lost; counted, logged once per episode, still shown as
-        latest values and evaluated by the alert engine."""
+    async def _accept_once(self, readings: list[Reading]) -> None:
+        """accept() for sources that cannot send readings again (a Modbus poll): under SpoolFull
+        they are lost; counted, logged once per episode, still published on the bus."""
         try:
             await self.accept(readings)
         except SpoolFull:
-            if self.readings_lost["spool_full"] == 0 or not self._lost_logged:
+            if not self._lost_logged:
                 log.error("telemetry spool full: poll readings are lost (counted) until it has room")
                 self._lost_logged = True
-            self.readings_lost["spool_full"] += len(readings)
-            self.state.record(readings)
-            self.engine.on_readings(readings)
+            self.readings_lost += len(readings)
+            self.bus.publish_readings(readings)
         else:
             self._lost_logged = False
-
-    def on_status(self, event: DeviceStatusEvent) -> None:
-        self.engine.on_status(event)
 
     def _on_alert(self, alert: Alert) -> None:
         self.alert_store.save(alert)
@@ -237,9 +249,8 @@ class Service:
         self.state.started_at = self.clock()
         for s in self.sinks:
             s.start()
-        if self.mqtt is not None:
-            await self.mqtt.start()
-        self.scheduler.start()
+        for c in self.collectors:
+            await c.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         config = uvicorn.Config(
             create_app(self.state),
@@ -264,9 +275,8 @@ class Service:
         return f"http://{self.site.api.host}:{port}"
 
     async def stop(self) -> None:
-        await self.scheduler.stop()
-        if self.mqtt is not None:
-            await self.mqtt.stop()
+        for c in self.collectors:
+            await c.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -283,7 +293,6 @@ class Service:
         self.dead_letters.close()
         if self.state.history is not None and self.state.history is not self.embedded:
             self.state.history.close()
-        self.modbus.close()
         self.alert_store.close()
 
     async def _housekeep(self) -> None:
@@ -292,13 +301,19 @@ class Service:
             await asyncio.sleep(1.0)
             now = self.clock()
             self.engine.tick(now)
-            if self.mqtt is not None:
-                self.mqtt.check_stale(now)
+            for c in self.collectors:
+                c.tick(now)
             if self.embedded is not None and now - last_prune > 3600:
                 last_prune = now
                 await self.embedded.prune(now)
-            self._check_spool(now)
-            self._check_links(now)
+            self.links.check_spool(
+                now,
+                fill=self.spool.fill,
+                warn_at=self.site.telemetry.spool.warn_at,
+                depth=self.spool.depth,
+                oldest_age=self.spool.oldest_age(now),
+            )
+            self.links.check_links(now, self._link_facts())
             interval = self.site.telemetry.self_metrics_interval
             if interval > 0 and now - self._last_self_metrics >= interval:
                 try:
@@ -306,132 +321,46 @@ class Service:
                 except SpoolFull:
                     pass  # counted by the spool; the next interval tries again
 
-    def _check_links(self, now: float) -> None:
-        """One warning alert per outage of a link eqmon depends on: the MQTT broker, a sink."""
-        m = self.mqtt
-        if m is not None:
-            since = m.disconnected_since
-            if since is not None and now - since >= MQTT_BROKER_GRACE:
-                b = self.mqtt_broker
-                assert b is not None
-                self.engine.raise_system(
-                    MQTT_BROKER_ALERT,
-                    Severity.WARNING,
-                    f"WARNING eqmon: cannot reach the MQTT broker {b.host}:{b.port} since "
-                    f"{self.engine.clock_time(since)}; smart shelves and sensors are not heard "
-                    "(their messages wait at the broker) — check the broker, then call IT",
-                    since,
-                )
-            elif since is None:
-                self.engine.resolve_system(MQTT_BROKER_ALERT, now)
-        for s in self.sinks:
-            key = f"telemetry-sink-{s.name}-failing"
-            if s.failing_since is not None and now - s.failing_since >= SINK_FAILING_GRACE:
-                self.engine.raise_system(
-                    key,
-                    Severity.WARNING,
-                    f"WARNING eqmon: cannot write telemetry to {s.name} since "
-                    f"{self.engine.clock_time(s.failing_since)} ({s.last_error}); readings wait in "
-                    f"the spool ({s.depth} so far) — check that {s.name} is reachable, then call IT",
-                    s.failing_since,
-                )
-            elif s.failing_since is None:
-                self.engine.resolve_system(key, now)
-
-    def _check_spool(self, now: float) -> None:
-        """Warning alert when the spool passes ``warn_at`` full; resolved below 90 % of that."""
-        warn_at = self.site.telemetry.spool.warn_at
-        fill = self.spool.fill
-        if fill >= warn_at:
-            self.engine.raise_system(
-                SPOOL_ALERT,
-                Severity.WARNING,
-                f"WARNING eqmon: telemetry spool filling up, {fill:.0%} full "
-                f"({self.spool.depth} readings, oldest {self.spool.oldest_age(now) / 60:.0f} min); "
-                "check that InfluxDB is reachable, then call IT",
-                now,
+    def _link_facts(self) -> list[LinkFacts]:
+        """The links eqmon depends on: each collector's (a broker) and each sink."""
+        facts = [
+            LinkFacts(
+                key=link.key,
+                what=f"cannot reach {link.name}",
+                down_since=None if link.up else link.down_since,
+                grace=BROKER_GRACE,
+                impact=link.impact,
+                action=link.action,
             )
-        elif fill < warn_at * 0.9:
-            self.engine.resolve_system(SPOOL_ALERT, now)
+            for c in self.collectors
+            for link in c.status().links
+        ]
+        for s in self.sinks:
+            facts.append(
+                LinkFacts(
+                    key=f"telemetry-sink-{s.name}-failing",
+                    what=f"cannot write telemetry to {s.name}",
+                    down_since=s.failing_since,
+                    grace=SINK_FAILING_GRACE,
+                    impact=f"readings wait in the spool ({s.depth} so far)",
+                    action=f"check that {s.name} is reachable, then call IT",
+                    detail=str(s.last_error or ""),
+                )
+            )
+        return facts
 
     # -- self-metrics -----------------------------------------------------------------------
 
-    def _self_metric_values(self, now: float) -> dict[str, float]:
-        v: dict[str, float] = {
-            "readings_accepted": self.spool.accepted,
-            "readings_rejected_spool_full": self.spool.rejected_full,
-            "readings_dropped_oldest": self.spool.dropped_oldest,
-            "readings_lost_spool_full": self.readings_lost["spool_full"],
-            "spool_depth": self.spool.depth,
-            "spool_oldest_age_s": self.spool.oldest_age(now),
-            "spool_fill_ratio": self.spool.fill,
-            "dead_lettered": self.influx.dead_lettered if self.influx else 0,
-        }
-        for s in self.sinks:
-            v[f"written_{s.name}"] = s.written
-            v[f"write_seconds_avg_{s.name}"] = s.write_seconds / s.batches if s.batches else 0.0
-        v["accept_seconds_avg"] = self.accept_seconds / self.accept_calls if self.accept_calls else 0.0
-        return v
+    def _health_counters(self) -> dict[str, float]:
+        return self.metrics.flat()
 
     async def _write_self_metrics(self, now: float) -> None:
         """eqmon's own metrics into the spool as measurement eqmon_internal (device "_eqmon"):
-        not into the latest values or the alert engine."""
+        not onto the bus (latest values, alert engine)."""
         from collectors.influx import INTERNAL_DEVICE
 
         self._last_self_metrics = now
-        readings = [Reading(INTERNAL_DEVICE, k, float(x), now) for k, x in self._self_metric_values(now).items()]
+        readings = [Reading(INTERNAL_DEVICE, k, float(x), now) for k, x in self.metrics.flat().items()]
         await self.spool.put(readings)
         for s in self.sinks:
             s.notify(len(readings))
-
-    def metrics_text(self) -> str:
-        """Prometheus text exposition format (version 0.0.4) of the self-metrics."""
-        now = self.clock()
-        out: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                out.append(f"{name}{labels} {float(value)!r}")
-
-        metric("eqmon_readings_accepted_total", "counter", "Readings durably accepted into the spool.",
-               [("", self.spool.accepted)])
-        metric("eqmon_readings_rejected_total", "counter", "Readings refused because the spool was full.",
-               [('{reason="spool_full"}', self.spool.rejected_full)])
-        metric("eqmon_readings_lost_total", "counter", "Readings lost: Modbus polls refused by a full spool, "
-               "or oldest readings dropped by policy drop_oldest.",
-               [('{reason="spool_full"}', self.readings_lost["spool_full"]),
-                ('{reason="dropped_oldest"}', self.spool.dropped_oldest)])
-        metric("eqmon_readings_written_total", "counter", "Readings written, per sink.",
-               [(f'{{sink="{s.name}"}}', s.written) for s in self.sinks])
-        metric("eqmon_readings_dead_lettered_total", "counter", "Points a sink rejected as malformed.",
-               [('{sink="influxdb"}', self.influx.dead_lettered if self.influx else 0)])
-        metric("eqmon_sink_pending_readings", "gauge", "Readings in the spool not yet written, per sink.",
-               [(f'{{sink="{s.name}"}}', s.depth) for s in self.sinks])
-        metric("eqmon_sink_write_failures_total", "counter", "Failed sink writes (retried).",
-               [(f'{{sink="{s.name}"}}', s.failures) for s in self.sinks])
-        metric("eqmon_spool_depth_readings", "gauge", "Readings in the spool.", [("", self.spool.depth)])
-        metric("eqmon_spool_capacity_readings", "gauge", "Bound of the spool.", [("", self.spool.max_readings)])
-        metric("eqmon_spool_oldest_age_seconds", "gauge", "Age of the oldest spool entry.",
-               [("", self.spool.oldest_age(now))])
-        out.append("# HELP eqmon_sink_write_seconds Latency of successful sink writes.")
-        out.append("# TYPE eqmon_sink_write_seconds summary")
-        for s in self.sinks:
-            out.append(f'eqmon_sink_write_seconds_sum{{sink="{s.name}"}} {s.write_seconds!r}')
-            out.append(f'eqmon_sink_write_seconds_count{{sink="{s.name}"}} {float(s.batches)!r}')
-        if self.mqtt is not None:
-            m = self.mqtt
-            metric("eqmon_mqtt_messages_total", "counter", "MQTT messages whose readings were handed on.",
-                   [("", m.messages)])
-            metric("eqmon_mqtt_bad_messages_total", "counter", "MQTT messages that could not become readings, by reason.",
-                   [(f'{{reason="{r}"}}', n) for r, n in sorted(m.bad_payloads.items())] or [('{reason="none"}', 0)])
-            metric("eqmon_mqtt_redelivered_total", "counter", "MQTT messages the broker sent again (DUP).",
-                   [("", m.duplicates_redelivered)])
-            metric("eqmon_mqtt_connected", "gauge", "1 while connected to the MQTT broker.", [("", int(m.connected))])
-            metric("eqmon_mqtt_connects_total", "counter", "Successful MQTT connections.", [("", m.connects)])
-        out.append("# HELP eqmon_accept_seconds Latency of accept() (spool group commit).")
-        out.append("# TYPE eqmon_accept_seconds summary")
-        out.append(f"eqmon_accept_seconds_sum {self.accept_seconds!r}")
-        out.append(f"eqmon_accept_seconds_count {float(self.accept_calls)!r}")
-        return "\n".join(out) + "\n"

@@ -136,3 +136,46 @@ def test_misconfigured_and_stale_devices_raise_and_resolve() -> None:
     e.on_status(DeviceStatusEvent("shelf-gloves", DeviceState.ONLINE, T0 + 60))
     assert [c.state for c in changes[2:]] == [AlertState.RESOLVED, AlertState.RESOLVED]
     assert e.active() == []
+
+
+def test_offline_device_keeps_its_threshold_alert_open_and_says_the_condition_is_unknown() -> None:
+    e, changes = engine()
+    for minute in range(0, 61):
+        e.on_readings(temp("fridge-1", 9.0, minute))
+    assert [c.state for c in changes] == ["active"]
+    e.on_status(DeviceStatusEvent("fridge-1", DeviceState.OFFLINE, T0 + 62 * 60, "no reply"))
+    threshold = [a for a in e.active() if a.rule_id == "fridge-too-warm"]
+    assert len(threshold) == 1 and threshold[0].state == AlertState.ACTIVE  # not resolved
+    assert "condition now unknown: the device is not answering since" in threshold[0].message
+    assert "temperature 9.0 °C above 8 °C" in threshold[0].message  # what was known stays
+    assert any(c.rule_id == "fridge-too-warm" and "condition now unknown" in c.message for c in changes)
+    # back online and still warm: the note goes, the alert is the same one
+    e.on_status(DeviceStatusEvent("fridge-1", DeviceState.ONLINE, T0 + 70 * 60))
+    e.on_readings(temp("fridge-1", 9.2, 70))
+    again = [a for a in e.active() if a.rule_id == "fridge-too-warm"]
+    assert [a.id for a in again] == [threshold[0].id]
+    assert "condition now unknown" not in again[0].message
+    # and it resolves on a reading back in range, not on the outage
+    e.on_readings(temp("fridge-1", 5.0, 71))
+    assert not [a for a in e.active() if a.rule_id == "fridge-too-warm"]
+
+
+def test_an_excursion_interrupted_by_an_outage_starts_over() -> None:
+    """A reading that does not come is neither in nor out of range: the `for` timer does not run
+    through the outage (it would raise on the first reading after it)."""
+    e, changes = engine()
+    for minute in range(0, 50):
+        e.on_readings(temp("fridge-1", 9.0, minute))
+    e.on_status(DeviceStatusEvent("fridge-1", DeviceState.OFFLINE, T0 + 51 * 60, "no reply"))
+    e.on_status(DeviceStatusEvent("fridge-1", DeviceState.ONLINE, T0 + 100 * 60))
+    e.on_readings(temp("fridge-1", 9.0, 100))
+    e.tick(T0 + 101 * 60)
+    assert [c.rule_id for c in changes if c.rule_id == "fridge-too-warm"] == []
+
+
+def test_stale_readings_never_count_as_in_or_out_of_range() -> None:
+    e, changes = engine()
+    for minute in range(0, 61):
+        e.on_readings([Reading("fridge-1", "temperature_c", 12.0, T0 + minute * 60, Quality.STALE, "°C")])
+    e.tick(T0 + 61 * 60)
+    assert changes == []

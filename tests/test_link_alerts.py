@@ -12,8 +12,8 @@ import eqmon_app.service
 from eqmon.config import Site
 from eqmon_app.service import Service
 from simulators import SimulatedSite
-from tests.helpers import wait_until
-from tests.servers import MosquittoServer, VictoriaMetricsServer, free_port
+from simulators.harness import wait_until
+from simulators.servers import MosquittoServer, VictoriaMetricsServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ def open_rules(service: Service) -> list[tuple[str, str]]:
 
 
 def test_broker_outage_is_one_alert_not_one_per_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eqmon_app.service, "MQTT_BROKER_GRACE", 1.0)
+    monkeypatch.setattr(eqmon_app.service, "BROKER_GRACE", 1.0)
     broker = MosquittoServer().start()
     shelf = {"item": "gloves", "unit_weight_g": 5.6, "capacity": 600, "par": 500, "heartbeat_s": 0.3,
              "first_publish_s": 0.1}  # fmt: skip

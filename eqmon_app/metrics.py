@@ -1,0 +1,132 @@
+"""eqmon's self-metrics in one prometheus_client registry (the only import of prometheus_client).
+
+The values live where they are counted (the spool, the sink runners, the collectors, the bus);
+this module's collector reads them at scrape time, so the hot paths pay nothing. The same
+registry gives three views:
+
+* ``text()``: the Prometheus exposition at ``GET /metrics``;
+* ``flat()``: ``{name: value}`` for /healthz counters and for the ``eqmon_internal`` measurement
+  written to the sinks: a sample's name without the ``eqmon_`` prefix and ``_total`` suffix, with
+  its label values appended (``eqmon_readings_written_total{sink="embedded"}`` →
+  ``readings_written_embedded``); summaries give ``…_avg`` (sum ÷ count).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+
+if TYPE_CHECKING:
+    from .service import Service
+
+
+class _ServiceCollector:
+    """A prometheus_client custom collector over the running service."""
+
+    def __init__(self, service: Service) -> None:
+        self.s = service
+
+    def describe(self) -> list[Metric]:
+        return []  # no collect() at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.s
+        now = s.clock()
+        spool = s.spool
+
+        def counter(name: str, help_: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(name, help_, value=value)
+
+        def gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, help_, value=value)
+
+        yield counter("eqmon_readings_accepted", "Readings durably accepted into the spool.", spool.accepted)
+        rej = CounterMetricFamily("eqmon_readings_rejected", "Readings refused because the spool was full.", labels=["reason"])
+        rej.add_metric(["spool_full"], spool.rejected_full)
+        yield rej
+        lost = CounterMetricFamily(
+            "eqmon_readings_lost",
+            "Readings lost: polls refused by a full spool, or oldest readings dropped by policy drop_oldest.",
+            labels=["reason"],
+        )
+        lost.add_metric(["spool_full"], s.readings_lost)
+        lost.add_metric(["dropped_oldest"], spool.dropped_oldest)
+        yield lost
+
+        written = CounterMetricFamily("eqmon_readings_written", "Readings written, per sink.", labels=["sink"])
+        pending = GaugeMetricFamily("eqmon_sink_pending_readings", "Readings in the spool not yet written, per sink.", labels=["sink"])
+        failures = CounterMetricFamily("eqmon_sink_write_failures", "Failed sink writes (retried).", labels=["sink"])
+        latency = SummaryMetricFamily("eqmon_sink_write_seconds", "Latency of successful sink writes.", labels=["sink"])
+        for r in s.sinks:
+            written.add_metric([r.name], r.written)
+            pending.add_metric([r.name], r.depth)
+            failures.add_metric([r.name], r.failures)
+            latency.add_metric([r.name], count_value=r.batches, sum_value=r.write_seconds)
+        yield from (written, pending, failures, latency)
+        dead = CounterMetricFamily("eqmon_readings_dead_lettered", "Points a sink rejected as malformed.", labels=["sink"])
+        dead.add_metric(["influxdb"], s.influx.dead_lettered if s.influx is not None else 0)
+        yield dead
+
+        yield gauge("eqmon_spool_depth_readings", "Readings in the spool.", spool.depth)
+        yield gauge("eqmon_spool_capacity_readings", "Bound of the spool.", spool.max_readings)
+        yield gauge("eqmon_spool_fill_ratio", "Spool depth over its bound.", spool.fill)
+        yield gauge("eqmon_spool_oldest_age_seconds", "Age of the oldest spool entry.", spool.oldest_age(now))
+        acc = SummaryMetricFamily("eqmon_accept_seconds", "Latency of accept() (spool group commit).")
+        acc.add_metric([], count_value=s.accept_calls, sum_value=s.accept_seconds)
+        yield acc
+        yield counter("eqmon_readings_received", "Readings handed in by the collectors.", s.readings_in)
+
+        for c in s.collectors:
+            st = c.status()
+            p = st.protocol
+            for k, v in st.counters.items():
+                yield counter(f"eqmon_{p}_{k}", f"{p} collector: {k.replace('_', ' ')}.", v)
+            for k, v in st.gauges.items():
+                yield gauge(f"eqmon_{p}_{k}", f"{p} collector: {k.replace('_', ' ')}.", v)
+            for k, (label, counts) in st.labelled.items():
+                fam = CounterMetricFamily(f"eqmon_{p}_{k}", f"{p} collector: {k.replace('_', ' ')}.", labels=[label])
+                for lv, v in sorted(counts.items()):
+                    fam.add_metric([lv], v)
+                yield fam
+
+        subs = CounterMetricFamily("eqmon_subscriber_failures", "Subscriber calls that raised, per subscriber.", labels=["subscriber"])
+        for name, n in sorted(s.bus.failures.items()):
+            subs.add_metric([name], n)
+        yield subs
+
+
+class SelfMetrics:
+    def __init__(self, service: Service) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_ServiceCollector(service))
+
+    def text(self) -> str:
+        """Prometheus text exposition format (0.0.4)."""
+        return generate_latest(self.registry).decode()
+
+    def flat(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for fam in self.registry.collect():
+            base = fam.name.removeprefix("eqmon_")
+            if fam.type == "summary":
+                sums = {tuple(x.labels.values()): x.value for x in fam.samples if x.name.endswith("_sum")}
+                for x in fam.samples:
+                    if x.name.endswith("_count"):
+                        key = tuple(x.labels.values())
+                        name = "_".join((f"{base}_avg", *key))
+                        out[name] = sums.get(key, 0.0) / x.value if x.value else 0.0
+                continue
+            for x in fam.samples:
+                if x.name.endswith("_created"):
+                    continue
+                name = x.name.removeprefix("eqmon_").removesuffix("_total")
+                out["_".join((name, *x.labels.values()))] = float(x.value)
+        return out
