@@ -13,8 +13,8 @@ registry gives three views:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -24,15 +24,32 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-if TYPE_CHECKING:
-    from .service import Service
+from collectors.registry import Collector
+from collectors.sinks import SinkRunner
+from collectors.spool import Spool
+from eqmon.bus import Bus
+
+
+class Sources(Protocol):
+    """What the self-metrics read (the running service provides it)."""
+
+    clock: Callable[[], float]
+    spool: Spool
+    sinks: list[SinkRunner]
+    influx: Any  # the InfluxDB sink (its dead-letter count), or None
+    collectors: list[Collector]
+    bus: Bus
+    readings_in: int
+    readings_lost: int
+    accept_calls: int
+    accept_seconds: float
 
 
 class _ServiceCollector:
     """A prometheus_client custom collector over the running service."""
 
-    def __init__(self, service: Service) -> None:
-        self.s = service
+    def __init__(self, sources: Sources) -> None:
+        self.s = sources
 
     def describe(self) -> list[Metric]:
         return []  # no collect() at registration time
@@ -104,9 +121,9 @@ class _ServiceCollector:
 
 
 class SelfMetrics:
-    def __init__(self, service: Service) -> None:
+    def __init__(self, sources: Sources) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_ServiceCollector(service))
+        self.registry.register(_ServiceCollector(sources))
 
     def text(self) -> str:
         """Prometheus text exposition format (0.0.4)."""
