@@ -699,6 +699,62 @@ class MqttBroker(_Model):
         return os.environ.get(self.password_env, "") if self.password_env else None
 
 
+_DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+class Database(_Model):
+    """The state database (eqmon/db/): alerts and their history, silences, the notification
+    outbox, the audit log — everything eqmon keeps that is not telemetry.
+
+    ``url``: ``sqlite:///state.sqlite`` (a relative path is under the data directory; the default,
+    ``None``, is ``state.sqlite`` there) or ``postgresql+psycopg://user@host:5432/eqmon``
+    (``postgresql://`` means the same: psycopg 3). The password never lives in the file: it is
+    read from the environment variable ``password_env``."""
+
+    url: str | None = None
+    echo: bool = False  # log every SQL statement (debugging)
+    password_env: str | None = None
+    pool_size: int = Field(default=5, ge=1, le=100)  # PostgreSQL connections kept open
+
+    @model_validator(mode="after")
+    def _check(self) -> Database:
+        if self.url is None:
+            return self
+        scheme, sep, rest = self.url.partition("://")
+        if not sep or scheme not in _DB_SCHEMES:
+            raise ValueError(
+                "url: expected sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DATABASE"
+                f", not {_short(scheme if sep else self.url)}"
+            )
+        if scheme == "sqlite":
+            path = rest[1:] if rest.startswith("/") else None
+            if path is None or path in ("", ":memory:") or "?" in path:
+                raise ValueError("url: sqlite needs a file: sqlite:///state.sqlite (relative to the data directory) or sqlite:////absolute/path")
+            if self.password_env is not None:
+                raise ValueError("password_env: a SQLite database has no password")
+            return self
+        netloc = rest.split("/", 1)[0]
+        userinfo = netloc.rpartition("@")[0]
+        if ":" in userinfo:
+            raise ValueError(
+                "url: the password never lives in the site file: leave it out of the URL and "
+                "name the environment variable that holds it in database.password_env"
+            )
+        if not rest.partition("/")[2].split("?")[0]:
+            raise ValueError("url: name the database: postgresql+psycopg://USER@HOST:PORT/DATABASE")
+        return self
+
+    def password(self) -> str | None:
+        """The password from ``password_env``; None without one. A variable named but not set is
+        an error (start-up stops rather than trying without)."""
+        if self.password_env is None:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ValueError(f"database.password_env: the environment variable {self.password_env} is not set")
+        return value
+
+
 class EmbeddedStore(_Model):
     path: str = "telemetry.sqlite"  # relative to the data directory
     retention: Duration = 30 * 86400.0  # raw readings
@@ -928,6 +984,7 @@ class Site(_Model):
     alerts: Alerts = Alerts()
     contacts: list[Contact] = Field(default_factory=list)
     api: Api = Api()
+    database: Database = Database()
     scenario: list[AnyScenarioStep] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -1,0 +1,220 @@
+"""Small typed repositories over the state database's tables that nothing uses yet: silences,
+the notification outbox and the audit log. Each call is one transaction; times are Unix seconds.
+They are the floor for what comes next (silencing alerts, reliable notifications, who did what)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Engine, RowMapping, and_, insert, select, update
+
+from .engine import writing
+from .schema import audit_log, notification_outbox, silences
+
+OutboxState = Literal["pending", "sent", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    id: str
+    owner: str
+    reason: str
+    starts_at: float
+    ends_at: float
+    created_at: float
+    device_id: str | None = None
+    location: str | None = None
+    rule_id: str | None = None
+    cancelled_at: float | None = None
+
+    def matches(self, *, device_id: str, location: str | None, rule_id: str, at: float) -> bool:
+        """Whether it silences an alert of that device, location and rule at ``at``: in its
+        window, not cancelled, and every matcher it sets equal."""
+        return (
+            self.cancelled_at is None
+            and self.starts_at <= at < self.ends_at
+            and (self.device_id is None or self.device_id == device_id)
+            and (self.location is None or self.location == location)
+            and (self.rule_id is None or self.rule_id == rule_id)
+        )
+
+
+class SilenceRepo:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(
+        self,
+        *,
+        owner: str,
+        reason: str,
+        starts_at: float,
+        ends_at: float,
+        device_id: str | None = None,
+        location: str | None = None,
+        rule_id: str | None = None,
+        created_at: float | None = None,
+    ) -> Silence:
+        if device_id is None and location is None and rule_id is None:
+            raise ValueError("a silence needs a device, a location or a rule to match")
+        if ends_at <= starts_at:
+            raise ValueError("a silence must end after it starts")
+        s = Silence(
+            id=uuid.uuid4().hex, owner=owner, reason=reason, starts_at=starts_at, ends_at=ends_at,
+            created_at=time.time() if created_at is None else created_at,
+            device_id=device_id, location=location, rule_id=rule_id,
+        )  # fmt: skip
+        with writing(self._engine) as conn:
+            conn.execute(insert(silences).values(**_fields(s)))
+        return s
+
+    def cancel(self, silence_id: str, at: float | None = None) -> bool:
+        """Cancel it (kept, with ``cancelled_at``); False when unknown or already cancelled."""
+        with writing(self._engine) as conn:
+            done = conn.execute(
+                update(silences)
+                .where(silences.c.id == silence_id, silences.c.cancelled_at.is_(None))
+                .values(cancelled_at=time.time() if at is None else at)
+            )
+            return done.rowcount == 1
+
+    def list(self, *, active_at: float | None = None, limit: int = 1000) -> list[Silence]:
+        """Silences by start, newest first; with ``active_at`` only those in force then."""
+        q = select(silences).order_by(silences.c.starts_at.desc(), silences.c.id).limit(limit)
+        if active_at is not None:
+            q = q.where(
+                silences.c.cancelled_at.is_(None), silences.c.starts_at <= active_at, silences.c.ends_at > active_at
+            )
+        with self._engine.connect() as conn:
+            return [Silence(**dict(r)) for r in conn.execute(q).mappings()]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    message_id: str  # stable: the same notification is queued (and sent) once
+    alert_id: str | None
+    channel: str
+    recipient: str
+    payload: dict[str, Any]
+    state: OutboxState
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    last_error: str | None = None
+    sent_at: float | None = None
+
+
+class OutboxRepo:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(
+        self,
+        *,
+        message_id: str,
+        channel: str,
+        recipient: str,
+        payload: dict[str, Any],
+        alert_id: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Queue a notification; False (nothing queued) when ``message_id`` already is."""
+        now = time.time() if now is None else now
+        with writing(self._engine) as conn:
+            known = conn.execute(
+                select(notification_outbox.c.id).where(notification_outbox.c.message_id == message_id)
+            ).first()
+            if known is not None:
+                return False
+            conn.execute(
+                insert(notification_outbox).values(
+                    message_id=message_id, alert_id=alert_id, channel=channel, recipient=recipient,
+                    payload=payload, state="pending", attempts=0, next_attempt_at=now, created_at=now,
+                )
+            )  # fmt: skip
+            return True
+
+    def list(self, *, state: OutboxState | None = None, due_at: float | None = None, limit: int = 100) -> list[OutboxMessage]:
+        """Oldest first; ``state`` filters; ``due_at``: only pending ones whose time has come."""
+        q = select(notification_outbox).order_by(notification_outbox.c.id).limit(limit)
+        if state is not None:
+            q = q.where(notification_outbox.c.state == state)
+        if due_at is not None:
+            q = q.where(notification_outbox.c.state == "pending", notification_outbox.c.next_attempt_at <= due_at)
+        with self._engine.connect() as conn:
+            return [_outbox(r) for r in conn.execute(q).mappings()]
+
+    def mark_sent(self, message_id: str, at: float) -> None:
+        self._set(message_id, state="sent", sent_at=at)
+
+    def mark_failed(self, message_id: str, error: str, *, retry_at: float | None) -> None:
+        """One more failed attempt: tried again at ``retry_at``, or given up (``failed``) if None."""
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(notification_outbox)
+                .where(notification_outbox.c.message_id == message_id)
+                .values(
+                    attempts=notification_outbox.c.attempts + 1,
+                    last_error=error,
+                    state="failed" if retry_at is None else "pending",
+                    **({} if retry_at is None else {"next_attempt_at": retry_at}),
+                )
+            )
+
+    def _set(self, message_id: str, **values: Any) -> None:
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(notification_outbox).where(notification_outbox.c.message_id == message_id).values(**values)
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    ts: float
+    actor: str
+    action: str  # e.g. alert.acknowledge, silence.add, inventory.adjust
+    subject: str  # what it was done to, e.g. alert:4f2a…, device:fridge-1
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class AuditLog:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(self, *, actor: str, action: str, subject: str, detail: dict[str, Any] | None = None, ts: float | None = None) -> None:
+        with writing(self._engine) as conn:
+            conn.execute(
+                insert(audit_log).values(
+                    ts=time.time() if ts is None else ts, actor=actor, action=action, subject=subject,
+                    detail=detail or {},
+                )
+            )  # fmt: skip
+
+    def list(self, *, subject: str | None = None, since: float | None = None, limit: int = 200) -> list[AuditEntry]:
+        """Newest first."""
+        q = select(audit_log).order_by(audit_log.c.ts.desc(), audit_log.c.id.desc()).limit(limit)
+        conds = []
+        if subject is not None:
+            conds.append(audit_log.c.subject == subject)
+        if since is not None:
+            conds.append(audit_log.c.ts >= since)
+        if conds:
+            q = q.where(and_(*conds))
+        with self._engine.connect() as conn:
+            return [AuditEntry(**dict(r)) for r in conn.execute(q).mappings()]
+
+
+def _fields(s: Silence) -> dict[str, Any]:
+    return {f: getattr(s, f) for f in Silence.__dataclass_fields__}
+
+
+def _outbox(r: RowMapping) -> OutboxMessage:
+    return OutboxMessage(**{k: r[k] for k in OutboxMessage.__dataclass_fields__})
+
+
+__all__ = ["AuditEntry", "AuditLog", "OutboxMessage", "OutboxRepo", "Silence", "SilenceRepo"]
