@@ -1,75 +1,202 @@
-"""Alert history in SQLite: every raise, acknowledgement and resolution is kept, so open alerts
-survive a restart and the history can be reviewed (alarm volumes, response times)."""
+"""Alert history in the state database (eqmon/db/): every alert as it is now (open alerts
+survive a restart), and one ``alert_events`` row per raise, change, acknowledgement and
+resolution, so the history can be reviewed (alarm volumes, response times, who acknowledged).
+
+``save`` is one transaction: it reads the alert's stored state, writes the new one and the
+event derived from the transition. Alerts kept by earlier versions in ``alerts.sqlite`` are
+imported once by ``import_legacy_alerts``.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 import sqlite3
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import Connection, Engine, RowMapping, insert, select, text, update
+
+from eqmon.db import StateDatabaseError, writing
+from eqmon.db.schema import OPEN, alert_events, alerts, meta
 from eqmon.domain import Alert, AlertState, Severity
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id TEXT PRIMARY KEY,
-    rule_id TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    state TEXT NOT NULL,
-    message TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    value REAL,
-    resolved_at REAL,
-    acknowledged_at REAL,
-    acknowledged_by TEXT,
-    extra TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS alerts_open ON alerts (state, started_at);
-"""
+log = logging.getLogger(__name__)
 
-_COLUMNS = (
-    "id, rule_id, device_id, metric, severity, state, message, started_at, value, "
-    "resolved_at, acknowledged_at, acknowledged_by, extra"
-)
+ENGINE_ACTOR = "eqmon"
+LEGACY_FILE = "alerts.sqlite"
+_LEGACY_MARKER = "imported:alerts.sqlite"
+
+# The columns compared to decide whether a save changed anything.
+_FIELDS = (
+    "rule_id", "device_id", "metric", "severity", "state", "message", "started_at", "value",
+    "resolved_at", "acknowledged_at", "acknowledged_by", "extra",
+)  # fmt: skip
+
+
+def _row(a: Alert) -> dict[str, Any]:
+    value = a.value if isinstance(a.value, int | float) and not isinstance(a.value, bool) else None
+    return {
+        "rule_id": a.rule_id, "device_id": a.device_id, "metric": a.metric,
+        "severity": str(a.severity), "state": str(a.state), "message": a.message,
+        "started_at": a.started_at, "value": None if value is None else float(value),
+        "resolved_at": a.resolved_at, "acknowledged_at": a.acknowledged_at,
+        "acknowledged_by": a.acknowledged_by, "extra": dict(a.extra),
+    }  # fmt: skip
+
+
+def _alert(r: RowMapping) -> Alert:
+    return Alert(
+        id=r["id"], rule_id=r["rule_id"], device_id=r["device_id"], metric=r["metric"],
+        severity=Severity(r["severity"]), state=AlertState(r["state"]), message=r["message"],
+        started_at=r["started_at"], value=r["value"], resolved_at=r["resolved_at"],
+        acknowledged_at=r["acknowledged_at"], acknowledged_by=r["acknowledged_by"],
+        extra=dict(r["extra"] or {}),
+    )  # fmt: skip
+
+
+def event_for(
+    prev: Mapping[str, Any] | None, new: Mapping[str, Any], now: float
+) -> tuple[str, float, str, str | None] | None:
+    """The event of one change of an alert, as (kind, ts, actor, note), or None when nothing
+    changed: raised (first seen), acknowledged (active -> acknowledged: by whom, its note),
+    resolved, reopened (resolved -> open again), changed (message, severity, value …)."""
+    state = new["state"]
+    if prev is None:
+        return "raised", now, ENGINE_ACTOR, new["message"]
+    if prev["state"] != AlertState.RESOLVED and state == AlertState.RESOLVED:
+        return "resolved", new["resolved_at"] or now, ENGINE_ACTOR, None
+    if prev["state"] == AlertState.RESOLVED and state != AlertState.RESOLVED:
+        return "reopened", now, ENGINE_ACTOR, new["message"]
+    if prev["state"] == AlertState.ACTIVE and state == AlertState.ACKNOWLEDGED:
+        note = new["extra"].get("ack_note")
+        return "acknowledged", new["acknowledged_at"] or now, new["acknowledged_by"] or "", note
+    if any(prev[f] != new[f] for f in _FIELDS):
+        return "changed", now, ENGINE_ACTOR, new["message"]
+    return None
 
 
 class AlertStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+    """Alerts in the state database; the engine is the service's (migrated before this)."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
 
     def save(self, a: Alert) -> None:
-        value = a.value if isinstance(a.value, int | float) and not isinstance(a.value, bool) else None
-        with self._db:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO alerts ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    a.id, a.rule_id, a.device_id, a.metric, str(a.severity), str(a.state), a.message,
-                    a.started_at, value, a.resolved_at, a.acknowledged_at, a.acknowledged_by,
-                    json.dumps(a.extra),
-                ),
-            )  # fmt: skip
-
-    def _rows(self, where: str, args: tuple[object, ...]) -> list[Alert]:
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM alerts {where}", args).fetchall()
-        return [
-            Alert(
-                id=r[0], rule_id=r[1], device_id=r[2], metric=r[3], severity=Severity(r[4]),
-                state=AlertState(r[5]), message=r[6], started_at=r[7], value=r[8],
-                resolved_at=r[9], acknowledged_at=r[10], acknowledged_by=r[11],
-                extra=json.loads(r[12]),
-            )  # fmt: skip
-            for r in rows
-        ]
+        """Store the alert as it is now and the event of this change, in one transaction."""
+        new = _row(a)
+        with writing(self._engine) as conn:
+            found = conn.execute(select(alerts).where(alerts.c.id == a.id)).mappings().first()
+            prev = None if found is None else dict(found)
+            event = event_for(prev, new, self._clock())
+            if event is None:
+                return
+            if prev is None:
+                conn.execute(insert(alerts).values(id=a.id, **new))
+            else:
+                conn.execute(update(alerts).where(alerts.c.id == a.id).values(**new))
+            kind, ts, actor, note = event
+            conn.execute(insert(alert_events).values(alert_id=a.id, ts=ts, kind=kind, actor=actor, note=note))
 
     def open_alerts(self) -> list[Alert]:
-        return self._rows("WHERE state != 'resolved' ORDER BY started_at", ())
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(alerts).where(text(OPEN)).order_by(alerts.c.started_at)).mappings()
+            return [_alert(r) for r in rows]
 
     def recent(self, limit: int = 200) -> list[Alert]:
-        return self._rows("ORDER BY started_at DESC LIMIT ?", (limit,))
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(alerts).order_by(alerts.c.started_at.desc()).limit(limit)).mappings()
+            return [_alert(r) for r in rows]
+
+    def get(self, alert_id: str) -> Alert | None:
+        with self._engine.connect() as conn:
+            r = conn.execute(select(alerts).where(alerts.c.id == alert_id)).mappings().first()
+            return None if r is None else _alert(r)
+
+    def events(self, alert_id: str) -> list[dict[str, Any]]:
+        """The alert's history, oldest first: ``ts``, ``kind``, ``actor``, ``note``."""
+        with self._engine.connect() as conn:
+            q = (
+                select(alert_events.c.ts, alert_events.c.kind, alert_events.c.actor, alert_events.c.note)
+                .where(alert_events.c.alert_id == alert_id)
+                .order_by(alert_events.c.ts, alert_events.c.id)
+            )
+            return [dict(r) for r in conn.execute(q).mappings()]
 
     def close(self) -> None:
-        self._db.close()
+        """Nothing of its own to close: the engine is the service's (``Service.stop`` disposes it)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# alerts.sqlite, from before the state database
+
+
+def import_legacy_alerts(engine: Engine, data_dir: Path) -> int:
+    """Import ``data_dir/alerts.sqlite`` (the alert store of earlier versions) once: its rows
+    and the events their columns tell (raised, acknowledged, resolved), in one transaction with
+    a marker, then rename the file to ``alerts.sqlite.imported``. An alert already in the state
+    database is kept as it is. Returns how many alerts were imported (0: nothing to do)."""
+    path = data_dir / LEGACY_FILE
+    if not path.exists():
+        return 0
+    try:
+        old = sqlite3.connect(path)  # read-write: closing it checkpoints a WAL left behind
+        try:
+            old.row_factory = sqlite3.Row
+            has_table = old.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'").fetchone()
+            rows = [dict(r) for r in old.execute("SELECT * FROM alerts ORDER BY started_at")] if has_table else []
+        finally:
+            old.close()
+    except sqlite3.DatabaseError as exc:
+        raise StateDatabaseError(
+            f"cannot import the alerts of {path}: {exc}; move the file away to start without them"
+        ) from None
+    imported = 0
+    with writing(engine) as conn:
+        if conn.execute(select(meta.c.value).where(meta.c.key == _LEGACY_MARKER)).first() is None:
+            imported = _import_rows(conn, rows)
+            conn.execute(
+                insert(meta).values(key=_LEGACY_MARKER, value=f"{imported} alerts at {time.time():.0f}")
+            )
+    target = path.with_name(LEGACY_FILE + ".imported")
+    path.replace(target)
+    for suffix in ("-wal", "-shm"):
+        leftover = path.with_name(LEGACY_FILE + suffix)
+        if leftover.exists():
+            leftover.replace(target.with_name(target.name + suffix))
+    log.info("imported %d alerts from %s (now %s)", imported, path, target.name)
+    return imported
+
+
+def _import_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    import json
+
+    existing = set(conn.execute(select(alerts.c.id)).scalars())
+    count = 0
+    for r in rows:
+        if r["id"] in existing:
+            continue
+        extra = json.loads(r.get("extra") or "{}")
+        conn.execute(
+            insert(alerts).values(
+                id=r["id"], rule_id=r["rule_id"], device_id=r["device_id"], metric=r["metric"],
+                severity=r["severity"], state=r["state"], message=r["message"],
+                started_at=r["started_at"], value=r["value"], resolved_at=r["resolved_at"],
+                acknowledged_at=r["acknowledged_at"], acknowledged_by=r["acknowledged_by"],
+                extra=extra if isinstance(extra, dict) else {},
+            )
+        )  # fmt: skip
+        note = f"imported from {LEGACY_FILE}"
+        events = [("raised", r["started_at"], ENGINE_ACTOR, note)]
+        if r["acknowledged_at"] is not None:
+            events.append(("acknowledged", r["acknowledged_at"], r["acknowledged_by"] or "", note))
+        if r["resolved_at"] is not None:
+            events.append(("resolved", r["resolved_at"], ENGINE_ACTOR, note))
+        conn.execute(
+            insert(alert_events),
+            [{"alert_id": r["id"], "ts": ts, "kind": k, "actor": who, "note": n} for k, ts, who, n in events],
+        )
+        count += 1
+    return count

@@ -1,4 +1,4 @@
-"""The `eqmon` command: check-config, run, simulate, demo."""
+"""The `eqmon` command: check-config, run, simulate, demo, db (upgrade, current)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eqmon.config import ConfigError, ConfigIssue, MqttBroker, Site, load_site, render_issues
+from eqmon.config import (
+    ConfigError,
+    ConfigIssue,
+    Database,
+    MqttBroker,
+    Site,
+    load_site,
+    render_issues,
+)
 
 if TYPE_CHECKING:
     from simulators import SimulatedSite
@@ -40,7 +48,7 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("apscheduler", "amqtt", "transitions", "uvicorn.error"):
+    for noisy in ("apscheduler", "amqtt", "transitions", "uvicorn.error", "alembic"):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
     logging.getLogger("pymodbus").setLevel(logging.DEBUG if debug else logging.CRITICAL)
     logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)
@@ -141,6 +149,43 @@ async def _run(args: argparse.Namespace) -> int:
         await stop.wait()
         print("stopping…", flush=True)
         await service.stop()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``eqmon db upgrade``: migrate the state database to this eqmon's schema (what ``run`` does
+    at start-up). ``eqmon db current``: its revision. Exit 2 for a schema newer than this eqmon,
+    1 when the database cannot be reached."""
+    from eqmon import db
+
+    cfg = _load(args.config).database if args.config else Database()
+    try:
+        engine = db.open_engine(cfg, Path(args.data_dir))
+    except ValueError as exc:  # password_env not set
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        name = db.redacted(engine)
+        if args.db_command == "upgrade":
+            before, after = db.upgrade(engine)
+            if before == after:
+                print(f"{name}: at revision {after} (head), nothing to do")
+            else:
+                print(f"{name}: upgraded from {before or 'empty'} to {after} (head)")
+        else:
+            rev = db.current(engine)
+            if rev is None:
+                print(f"{name}: empty (never migrated; this eqmon's head is {db.HEAD})")
+            else:
+                print(f"{name}: at revision {rev}" + (" (head)" if rev == db.HEAD else f" (head is {db.HEAD}: run eqmon db upgrade)"))
+    except db.SchemaTooNew as exc:
+        print(f"eqmon db {args.db_command}: {exc}", file=sys.stderr)
+        return 2
+    except db.StateDatabaseError as exc:
+        print(f"eqmon db {args.db_command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -255,14 +300,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=None, help="API port (default: the site file's, 8080)")
     p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
 
+    p = sub.add_parser("db", help="the state database (alerts, their history …): migrations")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    for name, what in (
+        ("upgrade", "migrate the state database to this eqmon's schema (run does it at start-up)"),
+        ("current", "print the state database's schema revision"),
+    ):
+        q = dbsub.add_parser(name, help=what)
+        q.add_argument("--config", default=None, help="site file (its `database:`); default: SQLite in the data directory")
+        q.add_argument("--data-dir", default="data")
+
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return cmd_check_config(args)
     _setup_logging("debug" if args.verbose else args.log_level)
+    if args.command == "db":
+        return cmd_db(args)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
+    from eqmon.db import SchemaTooNew, StateDatabaseError
+
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
             return loop_runner.run(runner(args))
+    except SchemaTooNew as exc:  # one line naming the database and both revisions
+        print(f"eqmon {args.command}: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except StateDatabaseError as exc:
+        print(f"eqmon {args.command}: cannot start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # a port in use, a data directory not writable …
         print(f"eqmon {args.command}: cannot start: {exc.strerror or exc}", file=sys.stderr)
         return 1

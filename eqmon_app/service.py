@@ -24,7 +24,7 @@ import uvicorn
 from alerts.engine import AlertEngine
 from alerts.links import BROKER_GRACE, SINK_FAILING_GRACE, LinkFacts, LinkWatch
 from alerts.notifiers import LogNotifier, Notifier
-from alerts.store import AlertStore
+from alerts.store import AlertStore, import_legacy_alerts
 from collectors.deadletters import DeadLetterStore
 from collectors.embedded import EmbeddedStore
 from collectors.errors import SpoolFull
@@ -34,6 +34,7 @@ from collectors.sinks import SinkRunner
 from collectors.spool import Spool
 from dashboard_api.app import create_app
 from dashboard_api.state import MonitorState
+from eqmon import db
 from eqmon.bus import Bus
 from eqmon.config import MqttBroker, Site
 from eqmon.domain import Alert, Reading
@@ -80,7 +81,17 @@ class Service:
             d.id: device_health(d, self.bus.publish_status) for d in site.devices
         }
 
-        self.alert_store = AlertStore(data_dir / "alerts.sqlite")
+        # The state database (alerts and their history …): migrated before anything reads it;
+        # a schema newer than this eqmon raises db.SchemaTooNew, an unreachable one
+        # db.DatabaseUnavailable, a password_env not set ValueError.
+        self.db = db.open_engine(site.database, data_dir)
+        try:
+            db.upgrade(self.db)
+            import_legacy_alerts(self.db, data_dir)
+        except BaseException:
+            self.db.dispose()
+            raise
+        self.alert_store = AlertStore(self.db, clock=clock)
         self.engine = AlertEngine(
             site, on_change=self._on_alert, delay_scale=delay_scale, active=self.alert_store.open_alerts()
         )
@@ -294,6 +305,7 @@ class Service:
         if self.state.history is not None and self.state.history is not self.embedded:
             self.state.history.close()
         self.alert_store.close()
+        self.db.dispose()
 
     async def _housekeep(self) -> None:
         last_prune = 0.0
