@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from yaml.composer import ComposerError
@@ -716,32 +717,39 @@ class Database(_Model):
     password_env: str | None = None
     pool_size: int = Field(default=5, ge=1, le=100)  # PostgreSQL connections kept open
 
-    @model_validator(mode="after")
-    def _check(self) -> Database:
-        if self.url is None:
-            return self
-        scheme, sep, rest = self.url.partition("://")
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        scheme, sep, rest = url.partition("://")
         if not sep or scheme not in _DB_SCHEMES:
             raise ValueError(
-                "url: expected sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DATABASE"
-                f", not {_short(scheme if sep else self.url)}"
+                "expected sqlite:///FILE or postgresql+psycopg://USER@HOST:PORT/DATABASE"
+                f", not {_short(scheme if sep else url)}"
             )
         if scheme == "sqlite":
             path = rest[1:] if rest.startswith("/") else None
             if path is None or path in ("", ":memory:") or "?" in path:
-                raise ValueError("url: sqlite needs a file: sqlite:///state.sqlite (relative to the data directory) or sqlite:////absolute/path")
-            if self.password_env is not None:
-                raise ValueError("password_env: a SQLite database has no password")
-            return self
+                raise ValueError(
+                    "sqlite needs a file: sqlite:///state.sqlite (relative to the data directory) "
+                    "or sqlite:////absolute/path"
+                )
+            return url
         netloc = rest.split("/", 1)[0]
-        userinfo = netloc.rpartition("@")[0]
-        if ":" in userinfo:
+        if ":" in netloc.rpartition("@")[0]:
             raise ValueError(
-                "url: the password never lives in the site file: leave it out of the URL and "
-                "name the environment variable that holds it in database.password_env"
+                "the password never lives in the site file: leave it out of the URL and name the "
+                "environment variable that holds it in database.password_env"
             )
         if not rest.partition("/")[2].split("?")[0]:
-            raise ValueError("url: name the database: postgresql+psycopg://USER@HOST:PORT/DATABASE")
+            raise ValueError("name the database: postgresql+psycopg://USER@HOST:PORT/DATABASE")
+        return url
+
+    @model_validator(mode="after")
+    def _check(self) -> Database:
+        if self.password_env is not None and (self.url is None or self.url.startswith("sqlite:")):
+            raise ValueError("password_env: a SQLite database has no password")
         return self
 
     def password(self) -> str | None:

@@ -770,7 +770,7 @@ class PostgresServer(ServerProcess):
         return self
 
     def _create_database(self) -> None:
-        import psycopg  # test extra; imported lazily so this module imports without it
+        import psycopg  # imported lazily: importing this module needs no database driver
 
         with psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres",
                              autocommit=True, connect_timeout=10) as conn:

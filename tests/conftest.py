@@ -7,6 +7,8 @@ Server fixtures (session scope, started only when a test requests them, always t
 * ``victoria``  -> :class:`simulators.servers.VictoriaMetricsServer` (``dedup=True``)
 * ``postgres``  -> :class:`simulators.servers.PostgresServer` (own cluster, restartable)
 * ``machine_postgres_dsn`` -> DSN of the machine's PostgreSQL (never restart it)
+* ``state_db`` -> a fresh, empty state-database URL, parametrized: ``sqlite`` (a file in the
+  test's directory) and ``postgresql`` (a database created on ``postgres`` for the test)
 
 A test that stops/kills a session server must leave it running again (``restart()``), or
 better: create its own ``with MosquittoServer() as srv:`` instance. If a server cannot be
@@ -83,6 +85,31 @@ def postgres():
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request, tmp_path):
+    """A state-database URL, empty: a SQLite file in the test's directory, or a fresh database
+    (unique name, dropped afterwards) on the session's PostgreSQL server. A PostgreSQL server
+    that cannot start fails the test; it never skips."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.sqlite'}"
+        return
+    import uuid
+
+    import psycopg
+
+    server = request.getfixturevalue("postgres")
+    name = f"eqmon_{uuid.uuid4().hex[:16]}"
+    admin = dict(host=server.host, port=server.port, user=server.user, dbname="postgres",
+                 autocommit=True, connect_timeout=10)
+    with psycopg.connect(**admin) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://{server.user}@{server.host}:{server.port}/{name}"
+    finally:
+        with psycopg.connect(**admin) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
