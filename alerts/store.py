@@ -88,7 +88,7 @@ class AlertStore:
         """Store the alert as it is now and the event of this change, in one transaction."""
         new = _row(a)
         with writing(self._engine) as conn:
-            found = conn.execute(select(alerts).where(alerts.c.id == a.id)).mappings().first()
+            found = conn.execute(select(alerts).where(alerts.c.id == a.id).with_for_update()).mappings().first()
             prev = None if found is None else dict(found)
             event = event_for(prev, new, self._clock())
             if event is None:
