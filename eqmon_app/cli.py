@@ -220,7 +220,9 @@ async def _demo(args: argparse.Namespace) -> int:
     from eqmon_app.service import Service
     from simulators.broker import EmbeddedBroker
 
-    site = _load(args.config)
+    # The demo's alerts go to SQLite in its own (wiped) data directory, never to a database the
+    # site file names: a demo must not write into production state.
+    site = _load(args.config).model_copy(update={"database": Database()})
     data_dir = Path(args.data_dir)
     if data_dir.exists():
         shutil.rmtree(data_dir)  # every demo starts from nothing: no alerts left from last time
