@@ -138,10 +138,15 @@ def test_cli_db_commands_and_run_refusing_a_newer_schema(state_db: str, tmp_path
         assert db.redacted(state_db).split("/")[-1] in lines[0]  # the database, by name
 
 
-def test_db_upgrade_without_a_site_file_uses_state_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+def test_state_sqlite_in_the_data_dir_is_the_default(tmp_path: Path) -> None:
     r = _cli("db", "upgrade", "--data-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "state.sqlite").exists()
+    from tests.test_api_support import api_on_built_service
+
+    with api_on_built_service(tmp_path / "svc") as api:
+        assert db.redacted(api.service.db) == f"sqlite:///{(tmp_path / 'svc' / 'state.sqlite').resolve()}"
+        assert db.current(api.service.db) == db.HEAD
 
 
 # -- the alert store ------------------------------------------------------------------------
@@ -273,14 +278,22 @@ def test_old_alerts_sqlite_is_imported_once(engine: Engine, tmp_path: Path) -> N
     assert len(store.recent()) == 3 and len(store.events("o1")) == 1
 
 
-def test_service_migrates_imports_and_disposes_the_engine(tmp_path: Path) -> None:
+def test_service_migrates_imports_and_disposes_the_engine(
+    state_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests import test_api_support
     from tests.test_api_support import api_on_built_service
 
+    built = test_api_support.modbus_only_site
+    monkeypatch.setattr(
+        test_api_support, "modbus_only_site", lambda: built().model_copy(update={"database": Database(url=state_db)})
+    )
     _old_alerts_file(tmp_path)
     disposed: list[bool] = []
     with api_on_built_service(tmp_path) as api:
         service = api.service
-        assert (tmp_path / "state.sqlite").exists() and (tmp_path / "alerts.sqlite.imported").exists()
+        assert (tmp_path / "alerts.sqlite.imported").exists() and not (tmp_path / "alerts.sqlite").exists()
+        assert db.redacted(service.db) == db.redacted(state_db)
         assert db.current(service.db) == db.HEAD
         assert {a.id for a in service.engine.active()} == {"o1", "k2"}  # open alerts carried over
         body = api.get("/api/v1/alerts").json()
