@@ -1,4 +1,4 @@
-"""The `eqmon` command: check-config, run, simulate, demo, db (upgrade, current)."""
+"""The `eqmon` command: check-config, run, simulate, demo, db (upgrade, current), report."""
 
 from __future__ import annotations
 
@@ -189,6 +189,87 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORT_VOLUME_DAYS = 7
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``eqmon report shift|excursions|alert-volume``: read the alert history in the state
+    database (never migrating or creating it). Times are the site's (``site.timezone`` of
+    ``--config``; UTC without one). Without ``--since``/``--until``: the current shift (shift,
+    excursions) or the last 7 days (alert-volume); a missing ``--until`` is now, a missing
+    ``--since`` 12 hours (7 days) before ``--until``. A bad time: one line, exit 2; a database
+    missing, empty or out of reach: one line, exit 1."""
+    import time
+
+    from alerts import reports
+    from eqmon import db
+    from eqmon.db.engine import database_url
+
+    what = f"eqmon report {args.report}"
+    site = _load(args.config, warnings=[]) if args.config else None  # the site file's warnings are for run
+    tz = site.site.timezone if site else "UTC"
+    now = time.time()
+    times: dict[str, float | None] = {}
+    for flag, text in (("--since", args.since), ("--until", args.until)):
+        try:
+            times[flag] = None if text is None else reports.parse_local_time(text, tz)
+        except ValueError as exc:
+            print(f"{what}: {flag}: {exc}", file=sys.stderr)
+            return 2
+    since, until = times["--since"], times["--until"]
+    back = REPORT_VOLUME_DAYS * 86400.0 if args.report == "alert-volume" else 12 * 3600.0
+    if since is None and until is None and args.report != "alert-volume":
+        period = reports.shift_at(now, tz)
+    else:
+        until = now if until is None else until
+        period = reports.Period(until - back if since is None else since, until, tz)
+    if period.since >= period.until:
+        print(f"{what}: --since must be before --until ({period.describe()})", file=sys.stderr)
+        return 2
+
+    cfg = site.database if site else Database()
+    data_dir = Path(args.data_dir)
+    try:
+        url = database_url(cfg, data_dir)
+    except ValueError as exc:  # password_env not set
+        print(f"{what}: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        print(f"{what}: no state database at {url.database} (check --data-dir or --config)", file=sys.stderr)
+        return 1
+    engine = db.open_engine(cfg, data_dir)
+    try:
+        rev = db.current(engine)
+        if rev is None:
+            print(f"{what}: state database {db.redacted(engine)} is empty (never migrated): no alerts", file=sys.stderr)
+            return 1
+        if rev != db.HEAD:
+            print(f"{what}: state database {db.redacted(engine)} is at revision {rev}, not {db.HEAD}: run eqmon db upgrade", file=sys.stderr)
+            return 2
+        report: reports.Report
+        if args.report == "shift":
+            report = reports.shift_summary(engine, period, now=now)
+        elif args.report == "excursions":
+            report = reports.excursions(engine, period, now=now)
+        else:
+            report = reports.alert_volume(engine, period)
+    except db.SchemaTooNew as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 2
+    except db.StateDatabaseError as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.csv:
+        sys.stdout.write(reports.render_csv(report))
+    elif args.json:
+        sys.stdout.write(reports.render_json(report))
+    else:
+        sys.stdout.write(reports.render_text(report))
+    return 0
+
+
 async def _simulate(args: argparse.Namespace) -> int:
     site = _load(args.config)
     broker = site.mqtt
@@ -312,12 +393,30 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--config", default=None, help="site file (its `database:`); default: SQLite in the data directory")
         q.add_argument("--data-dir", default="data")
 
+    p = sub.add_parser("report", help="reports from the alert history (state database)")
+    rsub = p.add_subparsers(dest="report", required=True)
+    for name, what in (
+        ("shift", "alerts raised, acknowledged, resolved, open at the end; time to acknowledge; by severity"),
+        ("excursions", "each threshold/range alert per device: start, end, duration, value, acknowledgement"),
+        ("alert-volume", "alerts per rule and device, per day, with the median duration: the noisy rules"),
+    ):
+        q = rsub.add_parser(name, help=what)
+        q.add_argument("--since", default=None, help="ISO 8601, local to the site (e.g. 2026-03-02T07:00)")
+        q.add_argument("--until", default=None, help="ISO 8601, local to the site; default: now")
+        fmt = q.add_mutually_exclusive_group()
+        fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+        fmt.add_argument("--json", action="store_true", help="JSON")
+        q.add_argument("--config", default=None, help="site file (its time zone and `database:`); default: UTC, SQLite in the data directory")
+        q.add_argument("--data-dir", default="data")
+
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return cmd_check_config(args)
     _setup_logging("debug" if args.verbose else args.log_level)
     if args.command == "db":
         return cmd_db(args)
+    if args.command == "report":
+        return cmd_report(args)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
     from eqmon.db import SchemaTooNew, StateDatabaseError
 

@@ -1,16 +1,21 @@
-"""Reports over the alert history (alerts/reports.py), on SQLite and PostgreSQL (``state_db``):
-alerts raised, acknowledged with a note and resolved through ``AlertStore.save`` on a fake clock,
-as the engine would, then each report's figures checked exactly and the CSV parsed back."""
+"""Reports over the alert history (alerts/reports.py, `eqmon report`), on SQLite and PostgreSQL
+(``state_db``): alerts raised, acknowledged with a note and resolved through ``AlertStore.save``
+on a fake clock, as the engine would, then each report's figures checked exactly, the CSV parsed
+back, and the CLI run as a subprocess against a SQLite state database built by the migrations."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from sqlalchemy import Engine
 
 from alerts import reports
@@ -19,7 +24,9 @@ from alerts.store import AlertStore
 from eqmon import db
 from eqmon.db.engine import create
 from eqmon.domain import Alert, AlertState, Severity
+from tests.sitefiles import example_dict
 
+ROOT = Path(__file__).resolve().parent.parent
 TZ = "Europe/Paris"  # UTC+1 on 2026-03-02 (summer time starts on 2026-03-29)
 MIN, HOUR = 60.0, 3600.0
 
@@ -322,3 +329,78 @@ def test_a_quiet_period_still_shows_what_is_open(history: Engine) -> None:
     nothing = Period(local(1, 0), local(1, 6), TZ)
     assert reports.render_text(reports.excursions(history, nothing, now=NOW)).splitlines()[0].endswith(": none")
     assert "Still open at 2026-03-01 06:00: none" in reports.render_text(reports.shift_summary(history, nothing, now=NOW))
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eqmon_app.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory whose state.sqlite was built by the migrations and holds the timeline."""
+    d = tmp_path / "data"
+    e = create(f"sqlite:///{d / 'state.sqlite'}")
+    try:
+        db.upgrade(e)
+        fill(e)
+    finally:
+        e.dispose()
+    return d
+
+
+def _site(tmp_path: Path) -> Path:
+    data = example_dict()
+    data["site"]["timezone"] = TZ
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_cli_reports(data_dir: Path, tmp_path: Path) -> None:
+    common = ["--since", "2026-03-02T07:00", "--until", "2026-03-02T19:00", "--config", str(_site(tmp_path)),
+              "--data-dir", str(data_dir)]  # fmt: skip
+    r = _cli("report", "shift", *common)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "Shift summary 2026-03-02 07:00 – 19:00 Europe/Paris (day shift)"
+    assert lines[3].split() == ["critical", "2", "3", "2", "1", "30", "min", "2", "h", "30", "min"]
+    assert lines[5].split()[:5] == ["total", "4", "3", "3", "2"]
+    assert "Still open at 2026-03-02 19:00: 2" in lines
+    assert any(line.startswith("critical  fridge-2  2026-03-02 12:00  Sam O'Neil") for line in lines)
+
+    r = _cli("report", "excursions", "--csv", *common)
+    assert r.returncode == 0, r.stderr
+    assert [row["alert_id"] for row in parse_csv(r.stdout) if row["row"] == "alert"] == ["a3", "a1", "a2", "a0"]
+
+    r = _cli("report", "alert-volume", "--json", *common)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"][0] == {
+        "rule_id": "fridge-high", "device_id": None, "count": 2, "open": 1, "median_duration_s": 9000.0, "by_day": [2],
+    }  # fmt: skip
+
+    # Without a site file: UTC, the same instants.
+    r = _cli("report", "shift", "--since", "2026-03-02T06:00", "--until", "2026-03-02T18:00", "--data-dir", str(data_dir))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "Shift summary 2026-03-02 06:00 – 18:00 UTC"
+    assert r.stdout.splitlines()[5].split()[:5] == ["total", "4", "3", "3", "2"]
+
+
+def test_cli_refuses_bad_times_and_a_missing_database(data_dir: Path, tmp_path: Path) -> None:
+    for args, needle in (
+        (["--since", "yesterday"], "--since: 'yesterday' is not an ISO 8601"),
+        (["--since", "2026-03-02T07:00", "--until", "2026-02-30"], "--until: '2026-02-30' is not an ISO 8601"),
+        (["--since", "2026-03-02T19:00", "--until", "2026-03-02T07:00"], "--since must be before --until"),
+    ):
+        r = _cli("report", "shift", *args, "--data-dir", str(data_dir))
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and needle in r.stderr, r.stderr
+        assert r.stdout == ""
+    missing = tmp_path / "nowhere"
+    r = _cli("report", "excursions", "--data-dir", str(missing))
+    assert r.returncode == 1 and "no state database at" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not missing.exists()  # a report creates nothing
