@@ -201,6 +201,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     missing, empty or out of reach: one line, exit 1."""
     import time
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     from alerts import reports
     from eqmon import db
     from eqmon.db.engine import database_url
@@ -258,6 +260,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     except db.StateDatabaseError as exc:
         print(f"{what}: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:  # lost half-way through the report's queries
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"{what}: cannot read the state database {db.redacted(engine)}: {detail[0] if detail else exc}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
