@@ -1,10 +1,13 @@
-"""The alert engine: readings and device-status events in, alerts out.
+"""The alert engine: readings, device-status events and external conditions in, alerts out.
 
-Threshold rules raise an alert when a metric stays beyond a limit for the rule's ``for``
-duration (a short excursion, such as a door opened for a delivery, raises nothing) and resolve it
-when the value is back inside the limit by the rule's hysteresis (so a value hovering on the
-limit does not flap). A device going offline raises one "device offline" alert, resolved when it
-is back. Time comes only from the readings and from ``tick(now)``, so tests drive a fake clock.
+Each rule of the site file has an evaluator (alerts/rules.py: threshold, range, cumulative
+excursion, rate of change, stuck value, state, sensor failure) that answers readings and ticks
+with conditions; the engine keeps the alerts' lifecycle: one alert per (rule, device), raised,
+acknowledged, resolved with a summary (how long, worst value), and — while a device does not
+answer — kept open with a note that the condition is unknown. A device going offline raises one
+"device offline" alert, resolved when it is back; ``on_condition`` raises and resolves alerts of
+other parts (the inventory) through the same lifecycle. Time comes only from the readings and
+from ``tick(now)``, so tests drive a fake clock.
 """
 
 from __future__ import annotations
@@ -13,43 +16,27 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from eqmon.config import Device, Site, ThresholdRule
+from eqmon.config import Device, Site
 from eqmon.domain import (
     Alert,
     AlertState,
     DeviceState,
     DeviceStatusEvent,
-    Quality,
     Reading,
     Severity,
+    Value,
 )
+
+from .rules import Evaluator, Raise, Resolve, Update, fmt_duration, make_evaluator
 
 log = logging.getLogger(__name__)
 
 OFFLINE_RULE_ID = "device-offline"
 MISCONFIGURED_RULE_ID = "device-misconfigured"
-
-
-@dataclass(slots=True)
-class _Pending:
-    since: float  # when the value first went beyond the limit
-    worst: float
-    last: float
-    last_ts: float
-
-
-def _fmt_duration(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    if minutes < 1:
-        return f"{int(seconds)} s"
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
-
 
 class AlertEngine:
     """Evaluates the site's rules; every raised, changed or resolved alert goes to ``on_change``."""
@@ -69,13 +56,15 @@ class AlertEngine:
         self._delay_scale = delay_scale
         self._tz = ZoneInfo(site.site.timezone)
         self._devices: dict[str, Device] = {d.id: d for d in site.devices}
-        # (device_id, metric) -> rules that watch it
-        self._rules: dict[tuple[str, str], list[ThresholdRule]] = {}
-        for rule in site.alerts.rules:
+        self._evaluators: list[Evaluator] = [make_evaluator(rule, self) for rule in site.alerts.rules]
+        self._by_rule: dict[str, Evaluator] = {ev.rule.id: ev for ev in self._evaluators}
+        # (device_id, metric) -> the evaluators of the rules that watch it
+        self._rules: dict[tuple[str, str], list[Evaluator]] = {}
+        for ev in self._evaluators:
+            rule = ev.rule
             for d in site.devices:
                 if d.id in rule.devices or d.kind == rule.device_kind:
-                    self._rules.setdefault((d.id, rule.metric), []).append(rule)
-        self._pending: dict[tuple[str, str], _Pending] = {}  # (rule id, device id)
+                    self._rules.setdefault((d.id, rule.metric), []).append(ev)
         self._active: dict[tuple[str, str], Alert] = {}
         for a in active:
             if a.state != AlertState.RESOLVED:
@@ -85,11 +74,11 @@ class AlertEngine:
 
     def on_readings(self, readings: Sequence[Reading]) -> None:
         for r in readings:
-            rules = self._rules.get((r.device_id, r.metric))
-            if not rules or r.quality is not Quality.GOOD or isinstance(r.value, bool | str) or r.value is None:
+            evaluators = self._rules.get((r.device_id, r.metric))
+            if not evaluators:
                 continue
-            for rule in rules:
-                self._evaluate(rule, r.device_id, float(r.value), r.ts)
+            for ev in evaluators:
+                self._apply(ev, ev.on_reading(r))
 
     def on_status(self, event: DeviceStatusEvent) -> None:
         """Offline or stale (silent) devices raise "device offline"; a device that rejects our
@@ -126,10 +115,10 @@ class AlertEngine:
 
     def _condition_unknown(self, dev: Device, event: DeviceStatusEvent) -> None:
         """The device stopped answering: its pending excursions stop (a reading that does not
-        come is neither in nor out of range), and its open threshold alerts stay open — the
-        condition is not cleared, it is unknown — and say so."""
-        for key in [k for k in self._pending if k[1] == event.device_id]:
-            del self._pending[key]
+        come is neither in nor out of range), and its open rule alerts (every kind: they have a
+        metric) stay open — the condition is not cleared, it is unknown — and say so."""
+        for ev in self._evaluators:
+            self._apply(ev, ev.on_outage(event.device_id, event.ts))
         why = "not answering" if event.state != DeviceState.MISCONFIGURED else "rejecting eqmon's requests"
         note = f" — condition now unknown: the device is {why} since {self._clock_time(event.ts)}"
         for (_, device_id), a in self._active.items():
@@ -148,11 +137,10 @@ class AlertEngine:
                 self._emit(a)
 
     def tick(self, now: float) -> None:
-        """Raise alerts whose ``for`` elapsed although no new reading arrived since."""
-        for (rule_id, device_id), p in list(self._pending.items()):
-            rule = self._rule(rule_id)
-            if rule is not None and now - p.since >= self._delay(rule):
-                self._raise_threshold(rule, device_id, p, now)
+        """Raise alerts whose ``for`` elapsed although no new reading arrived since (and let
+        windowed rules move on)."""
+        for ev in self._evaluators:
+            self._apply(ev, ev.tick(now))
 
     def raise_system(self, key: str, severity: Severity, message: str, ts: float) -> None:
         """Raise an alert about eqmon itself (e.g. "telemetry spool filling up"), once per
@@ -163,6 +151,22 @@ class AlertEngine:
     def resolve_system(self, key: str, ts: float) -> None:
         if (key, "eqmon") in self._active:
             self._resolve((key, "eqmon"), ts)
+
+    def on_condition(self, subject: str, key: str, active: bool, text: str, *, severity: Severity, ts: float) -> None:
+        """An external condition (the inventory: "gloves below minimum in supply room 4B"):
+        ``active`` raises one alert per (``key``, ``subject``) with ``text`` as its message, or
+        updates the open one when the text or severity changed; not ``active`` resolves it
+        (with how long it lasted). The alert's rule id is ``key`` and its device id ``subject``."""
+        k = (key, subject)
+        alert = self._active.get(k)
+        if active:
+            if alert is None:
+                self._raise(k, Severity(severity), "", text, ts, None)
+            elif alert.message != text or alert.severity != severity:
+                alert.message, alert.severity = text, Severity(severity)
+                self._emit(alert)
+        elif alert is not None:
+            self._resolve(k, ts)
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -183,60 +187,55 @@ class AlertEngine:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _rule(self, rule_id: str) -> ThresholdRule | None:
-        for r in self.site.alerts.rules:
-            if r.id == rule_id:
-                return r
-        return None
+    # RuleContext, for the evaluators
 
-    def _delay(self, rule: ThresholdRule) -> float:
-        return rule.for_ / self._delay_scale
+    def unit(self, device_id: str, metric: str) -> str:
+        return self._unit(self._devices[device_id], metric)
 
-    def _evaluate(self, rule: ThresholdRule, device_id: str, value: float, ts: float) -> None:
-        key = (rule.id, device_id)
-        beyond = (rule.above is not None and value > rule.above) or (
-            rule.below is not None and value < rule.below
-        )
-        back_inside = (rule.above is None or value <= rule.above - rule.hysteresis) and (
-            rule.below is None or value >= rule.below + rule.hysteresis
-        )
-        if beyond:
-            p = self._pending.get(key)
-            if p is None:
-                p = self._pending[key] = _Pending(ts, value, value, ts)
+    def delay(self, seconds: float) -> float:
+        return seconds / self._delay_scale
+
+    def open_alert(self, rule_id: str, device_id: str) -> Alert | None:
+        return self._active.get((rule_id, device_id))
+
+    def _apply(self, ev: Evaluator, conditions: Sequence[Raise | Update | Resolve]) -> None:
+        rule = ev.rule
+        for c in conditions:
+            key = (rule.id, c.device_id)
+            alert = self._active.get(key)
+            if isinstance(c, Raise):
+                if alert is not None:
+                    continue
+                dev = self._devices[c.device_id]
+                msg = (
+                    f"{rule.severity.upper()} {dev.display_name}{self._where(dev)}: {c.text}"
+                    + (f"; {rule.action}" if rule.action else "")
+                )
+                extra = dict(c.extra)
+                if c.worse is not None and c.worst is not None:
+                    extra.update(worst=c.worst, worse=c.worse, worst_label=c.worst_label)
+                self._raise(key, Severity(rule.severity), rule.metric, msg, c.since, c.value, extra)
+            elif alert is None:
+                continue
+            elif isinstance(c, Update):
+                alert.value = c.value
+                alert.extra.update(c.extra)
+                worst, worse = alert.extra.get("worst"), alert.extra.get("worse")
+                if c.worst is not None and isinstance(worst, int | float):
+                    alert.extra["worst"] = max(worst, c.worst) if worse == "high" else min(worst, c.worst)
             else:
-                p.last, p.last_ts = value, ts
-                p.worst = max(p.worst, value) if rule.above is not None and value > rule.above else min(p.worst, value)
-            if key not in self._active and ts - p.since >= self._delay(rule):
-                self._raise_threshold(rule, device_id, p, ts)
-            elif key in self._active:
-                self._active[key].value = value
-            return
-        # Not beyond the limit: the `for` timer restarts; an open alert needs the hysteresis.
-        self._pending.pop(key, None)
-        if key in self._active and back_inside:
-            self._resolve(key, ts)
-
-    def _raise_threshold(self, rule: ThresholdRule, device_id: str, p: _Pending, ts: float) -> None:
-        key = (rule.id, device_id)
-        if key in self._active:
-            return
-        dev = self._devices[device_id]
-        unit = self._unit(dev, rule.metric)
-        if rule.above is not None and p.last > rule.above:
-            how = f"{p.last:.1f}{unit} above {rule.above:g}{unit}"
-        else:
-            how = f"{p.last:.1f}{unit} below {rule.below:g}{unit}"
-        label = rule.metric.removesuffix("_c").replace("_", " ")
-        msg = (
-            f"{rule.severity.upper()} {dev.display_name}{self._where(dev)}: {label} {how} since "
-            f"{self._clock_time(p.since)} ({_fmt_duration(ts - p.since)})"
-            + (f"; {rule.action}" if rule.action else "")
-        )
-        self._raise(key, Severity(rule.severity), rule.metric, msg, p.since, p.last)
+                alert.extra.update(c.extra)
+                self._resolve(key, c.ts)
 
     def _raise(
-        self, key: tuple[str, str], severity: Severity, metric: str, msg: str, since: float, value: float | None
+        self,
+        key: tuple[str, str],
+        severity: Severity,
+        metric: str,
+        msg: str,
+        since: float,
+        value: Value | None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         alert = Alert(
             id=uuid.uuid4().hex[:12],
@@ -248,16 +247,32 @@ class AlertEngine:
             message=msg,
             started_at=since,
             value=value,
+            extra=extra or {},
         )
         self._active[key] = alert
         log.debug("raised %s", msg)
         self._emit(alert)
 
     def _resolve(self, key: tuple[str, str], ts: float) -> None:
+        """Resolve an open alert: its message gains a summary of the episode — when, after how
+        long, and the worst value when the rule keeps one ("resolved 14:32 after 72 min, worst
+        11.4 °C") — also kept in ``extra["resolution"]``."""
         alert = self._active.pop(key)
         alert.state = AlertState.RESOLVED
         alert.resolved_at = ts
-        log.debug("resolved after %s: %s", _fmt_duration(ts - alert.started_at), alert.message)
+        duration = max(0.0, ts - alert.started_at)
+        summary = f"resolved {self._clock_time(ts)} after {fmt_duration(duration)}"
+        resolution: dict[str, Any] = {"resolved_at": ts, "duration_s": duration}
+        worst = alert.extra.get("worst")
+        if isinstance(worst, int | float) and not isinstance(worst, bool):
+            dev = self._devices.get(alert.device_id)
+            unit = self._unit(dev, alert.metric) if dev is not None and alert.metric else ""
+            summary += f", {alert.extra.get('worst_label', 'worst')} {worst:.1f}{unit}"
+            resolution.update(worst=worst, unit=unit.strip())
+        alert.message = f"{alert.extra.pop('base_message', alert.message)} — {summary}"
+        alert.extra.pop("condition_unknown_since", None)
+        alert.extra["resolution"] = resolution
+        log.debug("resolved: %s", alert.message)
         self._emit(alert)
 
     def _emit(self, alert: Alert) -> None:

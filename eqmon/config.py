@@ -37,7 +37,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -819,33 +824,226 @@ class Telemetry(_Model):
     self_metrics_interval: Duration = 60.0  # eqmon_internal points to the sinks; 0: never
 
 
-class ThresholdRule(_Model):
-    """Raise when a metric stays beyond a limit for ``for``; resolve when back inside."""
+class _RuleBase(_Model):
+    """What every rule has: an id, the devices it watches (by id or by kind), the metric, how
+    bad (severity) and what to do (action, shown in the alert line)."""
 
     id: Identifier
-    kind: Literal["threshold"]
     metric: Identifier
     devices: list[Identifier] = Field(default_factory=list)  # explicit device ids …
     device_kind: Identifier | None = None  # … or every device of one kind
-    above: float | None = None
-    below: float | None = None
-    for_: Duration = Field(default=0.0, alias="for")
-    hysteresis: float = Field(default=0.0, ge=0)
     severity: Literal["info", "warning", "critical"] = "warning"
     action: str = ""  # what the coordinator should do, shown in the alert line
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    def _check_targets(self) -> None:
+        if not self.devices and self.device_kind is None:
+            raise ValueError("a rule needs devices or device_kind")
+
+
+def _above_low(high: float | None, info: ValidationInfo) -> float | None:
+    low = info.data.get("low")
+    if high is not None and low is not None and high <= low:
+        raise ValueError(f"high ({high:g}) must be above low ({low:g})")
+    return high
+
+
+class ThresholdRule(_RuleBase):
+    """Raise when a metric stays beyond a limit for ``for``; resolve when back inside."""
+
+    kind: Literal["threshold"]
+    above: float | None = None
+    below: float | None = None
+    for_: Duration = Field(default=0.0, alias="for")
+    hysteresis: float = Field(default=0.0, ge=0)
+
     @model_validator(mode="after")
     def _check(self) -> ThresholdRule:
         if self.above is None and self.below is None:
             raise ValueError("a threshold rule needs above, below or both")
-        if not self.devices and self.device_kind is None:
-            raise ValueError("a rule needs devices or device_kind")
+        self._check_targets()
         return self
 
 
-AlertRule = Annotated[ThresholdRule, Field(discriminator="kind")]
+class RangeRule(_RuleBase):
+    """A healthy range: too cold (below ``low`` for ``low_for``) or too warm (above ``high`` for
+    ``high_for``), one alert per device; resolved back inside by ``hysteresis``."""
+
+    kind: Literal["range"]
+    low: float | None = None
+    high: float | None = None
+    low_for: Duration = 0.0
+    high_for: Duration = 0.0
+    hysteresis: float = Field(default=0.0, ge=0)
+
+    @field_validator("high")
+    @classmethod
+    def _check_high(cls, v: float | None, info: ValidationInfo) -> float | None:
+        return _above_low(v, info)
+
+    @field_validator("low_for")
+    @classmethod
+    def _low_for_needs_low(cls, v: float, info: ValidationInfo) -> float:
+        if v and info.data.get("low") is None:
+            raise ValueError("low_for without low")
+        return v
+
+    @field_validator("high_for")
+    @classmethod
+    def _high_for_needs_high(cls, v: float, info: ValidationInfo) -> float:
+        if v and info.data.get("high") is None:
+            raise ValueError("high_for without high")
+        return v
+
+    @field_validator("hysteresis")
+    @classmethod
+    def _hysteresis_inside(cls, v: float, info: ValidationInfo) -> float:
+        low, high = info.data.get("low"), info.data.get("high")
+        if low is not None and high is not None and v >= high - low:
+            raise ValueError(f"hysteresis ({v:g}) must be smaller than high − low ({high - low:g}), or nothing resolves")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> RangeRule:
+        if self.low is None and self.high is None:
+            raise ValueError("a range rule needs low, high or both")
+        self._check_targets()
+        return self
+
+
+class CumulativeExcursionRule(_RuleBase):
+    """Raise when the time out of range (below ``low`` or above ``high``) adds up to ``limit``
+    within the last ``window`` (e.g. 60 min within 24 h: a reportable excursion)."""
+
+    kind: Literal["cumulative_excursion"]
+    low: float | None = None
+    high: float | None = None
+    window: Duration = 86400.0
+    limit: Duration
+
+    @field_validator("high")
+    @classmethod
+    def _check_high(cls, v: float | None, info: ValidationInfo) -> float | None:
+        return _above_low(v, info)
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("window must be longer than 0 s")
+        return v
+
+    @field_validator("limit")
+    @classmethod
+    def _limit_within_window(cls, v: float, info: ValidationInfo) -> float:
+        window = info.data.get("window")
+        if v <= 0:
+            raise ValueError("limit must be longer than 0 s")
+        if window is not None and v > window:
+            raise ValueError(f"limit ({v:g} s) is longer than the window ({window:g} s): it could never be reached")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> CumulativeExcursionRule:
+        if self.low is None and self.high is None:
+            raise ValueError("a cumulative_excursion rule needs low, high or both")
+        self._check_targets()
+        return self
+
+
+class RateOfChangeRule(_RuleBase):
+    """Raise when the metric moves more than ``max_change`` within ``per`` (e.g. 2 °C in
+    10 min), upward (``rise``), downward (``fall``) or ``either``."""
+
+    kind: Literal["rate_of_change"]
+    max_change: float = Field(gt=0)
+    per: Duration
+    direction: Literal["rise", "fall", "either"] = "either"
+
+    @field_validator("per")
+    @classmethod
+    def _per_positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("per must be longer than 0 s")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> RateOfChangeRule:
+        self._check_targets()
+        return self
+
+
+class StuckRule(_RuleBase):
+    """Raise when the metric has not changed by more than ``tolerance`` for ``for`` while the
+    device answers: a frozen sensor."""
+
+    kind: Literal["stuck"]
+    for_: Duration = Field(alias="for")
+    tolerance: float = Field(default=0.0, ge=0)
+
+    @field_validator("for_")
+    @classmethod
+    def _for_positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("a stuck rule needs for longer than 0 s")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> StuckRule:
+        self._check_targets()
+        return self
+
+
+StateValue = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+class StateRule(_RuleBase):
+    """Raise when a boolean or enum metric equals ``equals`` (or is one of ``in``) for ``for``
+    (0: at once), e.g. a door open for 20 min, a compressor fault, a generator running on load."""
+
+    kind: Literal["state"]
+    equals: StateValue | None = None
+    in_: list[StateValue] | None = Field(default=None, alias="in", min_length=1)
+    for_: Duration = Field(default=0.0, alias="for")
+
+    @field_validator("in_")
+    @classmethod
+    def _not_both(cls, v: list[StateValue] | None, info: ValidationInfo) -> list[StateValue] | None:
+        if v is not None and info.data.get("equals") is not None:
+            raise ValueError("give equals or in, not both")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> StateRule:
+        if self.equals is None and self.in_ is None:
+            raise ValueError("a state rule needs equals or in")
+        self._check_targets()
+        return self
+
+    @property
+    def values(self) -> list[StateValue]:
+        return [self.equals] if self.equals is not None else list(self.in_ or [])
+
+
+class SensorFailureRule(_RuleBase):
+    """Raise when the device reports the metric as invalid (quality bad: a sentinel value) for
+    ``for``; resolved by a good reading."""
+
+    kind: Literal["sensor_failure"]
+    for_: Duration = Field(default=0.0, alias="for")
+
+    @model_validator(mode="after")
+    def _check(self) -> SensorFailureRule:
+        self._check_targets()
+        return self
+
+
+AnyRule = (
+    ThresholdRule | RangeRule | CumulativeExcursionRule | RateOfChangeRule | StuckRule | StateRule | SensorFailureRule
+)
+AlertRule = Annotated[AnyRule, Field(discriminator="kind")]
+RULE_KINDS = ("threshold", "range", "cumulative_excursion", "rate_of_change", "stuck", "state", "sensor_failure")
 
 
 class Alerts(_Model):
@@ -1074,7 +1272,7 @@ class ConfigError(Exception):
 
 # The tags pydantic puts into the location of a tagged union's member, by the union's place.
 _DEVICE_TAGS = frozenset(("modbus", "mqtt"))
-_RULE_TAGS = frozenset(("threshold",))
+_RULE_TAGS = frozenset(RULE_KINDS)
 _MODEL_TAGS = frozenset(SIMULATOR_MODELS)
 _FAULT_TAGS = frozenset(SCENARIO_FAULTS)
 
@@ -1104,8 +1302,8 @@ def _format_loc(loc: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
         if item in tags:
             tags = frozenset()
             continue
-        if item == "for_":
-            item = "for"
+        if item in ("for_", "in_"):
+            item = item[:-1]
         text = _clip(str(item), 60)
         parts.append(f".{text}" if parts else text)
         clean.append(item)
