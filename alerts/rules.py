@@ -103,7 +103,8 @@ def fmt_duration(seconds: float) -> str:
         return f"{int(seconds)} s"
     if minutes < 120:
         return f"{minutes} min"
-    return f"{minutes // 60} h {minutes % 60} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def metric_label(metric: str) -> str:
