@@ -20,9 +20,9 @@ What each figure means (all from ``alerts`` and ``alert_events``):
 * *Excursions*: alerts with a metric (threshold and range rules; not "device offline", nor
   eqmon's own link warnings) whose excursion ``[started_at, resolved_at)`` overlaps the period.
   Its end is the resolution as known now (possibly after ``until``); an open one's duration
-  runs to ``now``. ``value`` is the value stored with the alert row: the engine stores the
-  value at the raise and updates it at later saves (acknowledgement, resolution), so it is the
-  last value beyond the limit that was saved, not necessarily the worst one. The entries of an
+  runs to ``now``. ``value`` is the worst value of the excursion as the engine keeps it
+  (``extra["worst"]``, saved with every change of the alert); for an alert without it, the
+  value stored with the row (the last one saved beyond the limit). The entries of an
   ``extra["excursions"]`` list (``start``, ``duration``, ``min``, ``max``), when the rule keeps
   one, are listed under their alert.
 * *Alert volume*: alerts raised in the period (``raised`` events), per rule and per rule and
@@ -299,6 +299,11 @@ def _number(x: object) -> float | None:
     return float(x)
 
 
+def _worst(extra: dict[str, Any], stored: float | None) -> float | None:
+    worst = extra.get("worst")
+    return float(worst) if isinstance(worst, int | float) and not isinstance(worst, bool) else stored
+
+
 def _entries(extra: object) -> list[ExcursionEntry]:
     raw = extra.get("excursions") if isinstance(extra, dict) else None
     if not isinstance(raw, list):
@@ -327,7 +332,7 @@ def excursions(engine: Engine, period: Period, *, now: float | None = None) -> E
                 alert_id=r["id"], device_id=r["device_id"], metric=r["metric"], rule_id=r["rule_id"],
                 severity=r["severity"], start=r["started_at"], end=end,
                 duration_s=max(0.0, (now if end is None else end) - r["started_at"]),
-                value=r["value"], acknowledged_at=r["acknowledged_at"],
+                value=_worst(extra, r["value"]), acknowledged_at=r["acknowledged_at"],
                 acknowledged_by=r["acknowledged_by"] or (ack.actor if ack else None),
                 note=extra.get("ack_note") or (ack.note if ack else None),
                 excursions=_entries(extra),

@@ -404,3 +404,20 @@ def test_cli_refuses_bad_times_and_a_missing_database(data_dir: Path, tmp_path: 
     r = _cli("report", "excursions", "--data-dir", str(missing))
     assert r.returncode == 1 and "no state database at" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not missing.exists()  # a report creates nothing
+
+
+def test_excursion_report_gives_the_worst_value_the_engine_kept(state_db: str) -> None:
+    """The engine keeps an excursion's worst value in ``extra["worst"]`` (alerts/engine.py); the
+    report shows it rather than the last value saved with the row."""
+    engine = create(state_db)
+    try:
+        db.upgrade(engine)
+        t = Timeline(engine)
+        t.raise_("w1", T0 + 2 * HOUR, rule="fridge-too-warm", device="fridge-1", started=T0 + HOUR,
+                 value=8.4, worst=8.4)  # fmt: skip
+        t.alerts["w1"].extra["worst"] = 11.7  # hotter meanwhile; saved with the resolution
+        t.resolve("w1", T0 + 4 * HOUR, value=8.2)
+        (x,) = reports.excursions(engine, SHIFT, now=NOW).excursions
+        assert x.value == 11.7
+    finally:
+        engine.dispose()
