@@ -1051,10 +1051,240 @@ class Alerts(_Model):
 
 
 class Contact(_Model):
-    name: str
+    """A person or desk. The addresses say where the notification channels reach them: ``email``
+    (email channels), ``webhook`` (an https URL: webhook channels), ``mqtt_topic`` (mqtt
+    channels, e.g. a pager or nurse-call gateway's topic)."""
+
+    name: str = Field(min_length=1, max_length=200)
     role: str = "coordinator"
     email: str | None = None
     phone: str | None = None
+    webhook: str | None = None
+    mqtt_topic: str | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _check_email(cls, v: str | None) -> str | None:
+        return None if v is None else check_email_address(v)
+
+    @field_validator("webhook")
+    @classmethod
+    def _check_webhook(cls, v: str | None) -> str | None:
+        return None if v is None else check_http_url(v)
+
+    @field_validator("mqtt_topic")
+    @classmethod
+    def _check_topic(cls, v: str | None) -> str | None:
+        return None if v is None else check_publish_topic(v)
+
+    def address(self, channel_type: str) -> str | None:
+        """Where a channel of that type reaches this contact (None: it does not)."""
+        return {"email": self.email, "webhook": self.webhook, "mqtt": self.mqtt_topic}.get(channel_type)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notifications (alerts/notify/): channels, and routes from alerts to contacts and channels
+
+_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
+
+
+def check_email_address(v: str) -> str:
+    if len(v) > 254 or not _EMAIL.match(v):
+        raise ValueError(f"expected an e-mail address such as name@example.org, got {_short(v)}")
+    return v
+
+
+def check_http_url(v: str) -> str:
+    scheme, sep, rest = v.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or any(c.isspace() for c in v) or len(v) > 2000:
+        raise ValueError(f"expected an http:// or https:// URL, got {_short(v)}")
+    return v
+
+
+def check_publish_topic(v: str) -> str:
+    if not v or "+" in v or "#" in v or "\0" in v or len(v.encode("utf-8")) > 1024:
+        raise ValueError(f"expected an MQTT topic to publish to (no wildcards), got {_short(v)}")
+    return v
+
+
+ChannelId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=32)]
+SeverityName = Literal["info", "warning", "critical"]
+
+
+class _ChannelBase(_Model):
+    id: ChannelId
+    timeout: Duration = 10.0  # one delivery attempt (connect, send, answer)
+
+
+class EmailChannel(_ChannelBase):
+    """E-mail over SMTP (smtplib): STARTTLS and login supported; the password is read from the
+    environment variable ``password_env``. ``to``: addresses for routes naming this channel."""
+
+    type: Literal["email"]
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    ca_file: str | None = None  # the CA that signs the server's certificate (None: the system's)
+    username: str | None = None
+    password_env: str | None = None
+    from_: str = Field(alias="from")
+    to: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("from_")
+    @classmethod
+    def _check_from(cls, v: str) -> str:
+        return check_email_address(v)
+
+    @field_validator("to")
+    @classmethod
+    def _check_to(cls, v: list[str]) -> list[str]:
+        return [check_email_address(a) for a in v]
+
+    @model_validator(mode="after")
+    def _check(self) -> EmailChannel:
+        if self.password_env is not None and self.username is None:
+            raise ValueError("password_env needs a username")
+        return self
+
+    def password(self) -> str | None:
+        """From ``password_env``; a variable named but not set is an error when sending."""
+        if self.password_env is None:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ValueError(f"the environment variable {self.password_env} (password_env) is not set")
+        return value
+
+
+class WebhookChannel(_ChannelBase):
+    """An HTTP POST of the ``eqmon.alert.v1`` JSON document, signed with HMAC-SHA256 by the
+    secret in the environment variable ``secret_env`` (header ``X-Eqmon-Signature``)."""
+
+    type: Literal["webhook"]
+    url: str | None = None  # for routes naming this channel; contacts have their own
+    secret_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_http_url(v)
+
+    def secret(self) -> bytes | None:
+        if self.secret_env is None:
+            return None
+        value = os.environ.get(self.secret_env)
+        if value is None:
+            raise ValueError(f"the environment variable {self.secret_env} (secret_env) is not set")
+        return value.encode("utf-8")
+
+
+class MqttChannel(_ChannelBase):
+    """A JSON message (the webhook's document) published to an MQTT topic on the site's broker
+    (``mqtt:``), for pager and nurse-call gateways; sent once the broker acknowledged it."""
+
+    type: Literal["mqtt"]
+    topic: str | None = None  # for routes naming this channel; contacts have their own
+    qos: Literal[0, 1] = 1
+    retain: bool = False
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, v: str | None) -> str | None:
+        return None if v is None else check_publish_topic(v)
+
+
+class LogChannel(_ChannelBase):
+    """One log line per notification (the console of `eqmon run` and `eqmon demo`)."""
+
+    type: Literal["log"]
+
+
+Channel = Annotated[EmailChannel | WebhookChannel | MqttChannel | LogChannel, Field(discriminator="type")]
+CHANNEL_TYPES = ("email", "webhook", "mqtt", "log")
+
+
+_DEFAULT_ROUTE_SEVERITY: list[SeverityName] = ["critical", "warning"]
+
+
+class Route(_Model):
+    """Alerts of these severities (and locations: all when absent) go to these contacts (on
+    every channel the contact has an address for, or only ``via`` those channels) and to these
+    channels (their own address). With ``escalate_after``, the contacts are called in turn:
+    the first at once, the next when the alert is still unacknowledged that much later."""
+
+    severity: list[SeverityName] = Field(default_factory=lambda: _DEFAULT_ROUTE_SEVERITY.copy(), min_length=1)
+    locations: list[str] | None = None
+    contacts: list[str] = Field(default_factory=list)
+    channels: list[ChannelId] = Field(default_factory=list)
+    via: list[ChannelId] | None = None
+    escalate_after: Duration | None = None
+    resolved: bool = True  # send a notice when the alert resolves
+
+    @model_validator(mode="after")
+    def _check(self) -> Route:
+        if not self.contacts and not self.channels:
+            raise ValueError("a route needs contacts, channels or both")
+        if self.escalate_after is not None and self.escalate_after <= 0:
+            raise ValueError("escalate_after: expected a duration above 0")
+        return self
+
+
+class NotificationRetry(_Model):
+    """Delivery attempts: capped, jittered exponential backoff; a permanent refusal (an e-mail
+    address refused, HTTP 4xx other than 408/429) fails after ``permanent_attempts``; anything
+    not delivered after ``expire_after`` is given up."""
+
+    initial: Duration = 5.0
+    max: Duration = 300.0
+    permanent_attempts: int = Field(default=3, ge=1)
+    expire_after: Duration = 86400.0
+
+    @model_validator(mode="after")
+    def _check(self) -> NotificationRetry:
+        if self.initial <= 0 or self.max < self.initial:
+            raise ValueError("expected 0 < initial <= max")
+        return self
+
+
+class StormLimit(_Model):
+    """More than ``max_alerts`` raised within ``window``: the rest of that window become one
+    digest per recipient, sent when the window ends."""
+
+    max_alerts: int = Field(default=10, ge=1)
+    window: Duration = 60.0
+
+
+class Notifications(_Model):
+    channels: list[Channel] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    # Sent again while unacknowledged, every so often by severity (absent: never).
+    repeat: dict[SeverityName, Duration] = Field(default_factory=dict)
+    retry: NotificationRetry = NotificationRetry()
+    storm: StormLimit | None = None
+    poll_interval: Duration = 1.0  # how often the dispatcher looks for due rows
+
+    @field_validator("repeat")
+    @classmethod
+    def _check_repeat(cls, v: dict[str, float]) -> dict[str, float]:
+        for sev, every in v.items():
+            if every <= 0:
+                raise ValueError(f"repeat.{sev}: expected a duration above 0")
+        return v
+
+    def channel(self, channel_id: str) -> EmailChannel | WebhookChannel | MqttChannel | LogChannel:
+        for c in self.channels:
+            if c.id == channel_id:
+                return c
+        raise KeyError(channel_id)
+
+
+# Without a `notifications:` section: every alert change is one log line (as before the outbox).
+DEFAULT_NOTIFICATIONS = Notifications(
+    channels=[LogChannel(id="log", type="log")],
+    routes=[Route(severity=["critical", "warning", "info"], channels=["log"])],
+)
 
 
 class Api(_Model):
@@ -1189,6 +1419,7 @@ class Site(_Model):
     telemetry: Telemetry = Telemetry()
     alerts: Alerts = Alerts()
     contacts: list[Contact] = Field(default_factory=list)
+    notifications: Notifications | None = None
     api: Api = Api()
     database: Database = Database()
     scenario: list[AnyScenarioStep] = Field(default_factory=list)
@@ -1275,6 +1506,7 @@ _DEVICE_TAGS = frozenset(("modbus", "mqtt"))
 _RULE_TAGS = frozenset(RULE_KINDS)
 _MODEL_TAGS = frozenset(SIMULATOR_MODELS)
 _FAULT_TAGS = frozenset(SCENARIO_FAULTS)
+_CHANNEL_TAGS = frozenset(CHANNEL_TYPES)
 
 
 def _union_tags(clean: list[Any]) -> frozenset[str]:
@@ -1285,6 +1517,8 @@ def _union_tags(clean: list[Any]) -> frozenset[str]:
         return _RULE_TAGS
     if n == 3 and clean[0] == "devices" and clean[2] == "simulator":
         return _MODEL_TAGS
+    if n == 3 and clean[0] == "notifications" and clean[1] == "channels" and isinstance(clean[2], int):
+        return _CHANNEL_TAGS
     return frozenset()
 
 
@@ -1477,6 +1711,54 @@ def _cross_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
     for i, d in enumerate(site.devices):
         if isinstance(d, MqttDevice) and d.topic is None and not mappings:
             problems.append((("devices", i, "topic"), "required key is missing (no mqtt.mappings route this device)"))
+    return problems
+
+
+def _notification_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    """Contacts, channels and routes refer to each other by name and id."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    contacts: dict[str, Contact] = {}
+    for i, c in enumerate(site.contacts):
+        if c.name in contacts:
+            problems.append((("contacts", i, "name"), f"duplicate contact name {c.name!r}"))
+        contacts.setdefault(c.name, c)
+    n = site.notifications
+    if n is None:
+        return problems
+    channels: dict[str, Any] = {}
+    for i, ch in enumerate(n.channels):
+        if ch.id in channels:
+            problems.append((("notifications", "channels", i, "id"), f"duplicate channel id {ch.id!r}"))
+        channels.setdefault(ch.id, ch)
+        if ch.type == "mqtt" and site.mqtt is None:
+            problems.append(
+                (("notifications", "channels", i, "type"), "an mqtt channel publishes on the site's broker: add the mqtt: section")
+            )
+    for i, r in enumerate(n.routes):
+        where = ("notifications", "routes", i)
+        for j, cid in enumerate(r.channels):
+            found = channels.get(cid)
+            if found is None:
+                problems.append(((*where, "channels", j), f"no channel with id {cid!r}"))
+                continue
+            ch = found
+            if ch.type != "log" and not (ch.to if ch.type == "email" else ch.url if ch.type == "webhook" else ch.topic):
+                key = {"email": "to", "webhook": "url", "mqtt": "topic"}[ch.type]
+                problems.append(
+                    ((*where, "channels", j), f"channel {cid!r} has no {key} of its own: route contacts to it instead")
+                )
+        via = r.via if r.via is not None else list(channels)
+        for j, cid in enumerate(r.via or []):
+            if cid not in channels:
+                problems.append(((*where, "via", j), f"no channel with id {cid!r}"))
+        for j, name in enumerate(r.contacts):
+            person = contacts.get(name)
+            if person is None:
+                problems.append(((*where, "contacts", j), f"no contact named {name!r}"))
+            elif not any(cid in channels and person.address(channels[cid].type) for cid in via):
+                problems.append(
+                    ((*where, "contacts", j), f"contact {name!r} has no address (email, webhook, mqtt_topic) for the route's channels")
+                )
     return problems
 
 
@@ -1772,7 +2054,7 @@ def _parse_site(text: str, file: str, warnings: list[ConfigIssue] | None) -> Sit
     except ValidationError as exc:
         issues, omitted = _validation_issues(exc, data, root)
         raise ConfigError(file, issues, omitted=omitted) from None
-    problems = _cross_checks(site)
+    problems = _cross_checks(site) + _notification_checks(site)
     if problems:
         raise ConfigError(
             file,
