@@ -84,21 +84,27 @@ class AlertStore:
         self._engine = engine
         self._clock = clock
 
-    def save(self, a: Alert) -> None:
-        """Store the alert as it is now and the event of this change, in one transaction."""
+    def save(self, a: Alert, *, also: Callable[[Connection, str, float], None] | None = None) -> str | None:
+        """Store the alert as it is now and the event of this change, in one transaction;
+        ``also(conn, kind, ts)`` writes more in that transaction (the notification outbox).
+        Returns the event's kind (raised, changed, acknowledged, resolved, reopened), or None
+        when nothing changed."""
         new = _row(a)
         with writing(self._engine) as conn:
             found = conn.execute(select(alerts).where(alerts.c.id == a.id).with_for_update()).mappings().first()
             prev = None if found is None else dict(found)
             event = event_for(prev, new, self._clock())
             if event is None:
-                return
+                return None
             if prev is None:
                 conn.execute(insert(alerts).values(id=a.id, **new))
             else:
                 conn.execute(update(alerts).where(alerts.c.id == a.id).values(**new))
             kind, ts, actor, note = event
             conn.execute(insert(alert_events).values(alert_id=a.id, ts=ts, kind=kind, actor=actor, note=note))
+            if also is not None:
+                also(conn, kind, ts)
+            return kind
 
     def open_alerts(self) -> list[Alert]:
         with self._engine.connect() as conn:

@@ -1,15 +1,19 @@
-"""Small typed repositories over the state database's tables that nothing uses yet: silences,
-the notification outbox and the audit log. Each call is one transaction; times are Unix seconds.
-They are the floor for what comes next (silencing alerts, reliable notifications, who did what)."""
+"""Small typed repositories over the state database's tables: silences, the notification outbox
+(alerts/notify/ writes and sends it) and the audit log. Each call is one transaction, except
+``queue_notifications``, which writes into the caller's (the alert's save); times are Unix
+seconds."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Engine, RowMapping, and_, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, and_, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .engine import writing
 from .schema import audit_log, notification_outbox, silences
@@ -108,9 +112,57 @@ class OutboxMessage:
     sent_at: float | None = None
 
 
+_OUTBOX_KEYS = ("message_id", "alert_id", "channel", "recipient", "payload")
+
+
+def queue_notifications(conn: Connection, rows: Iterable[Mapping[str, Any]], now: float) -> int:
+    """Queue notifications (``message_id``, ``alert_id``, ``channel``, ``recipient``,
+    ``payload``) in the caller's transaction; a ``message_id`` already queued is left as it is
+    (INSERT … ON CONFLICT DO NOTHING), so queuing again never doubles. Returns how many were new."""
+    values = [
+        {**{k: r.get(k) for k in _OUTBOX_KEYS}, "state": "pending", "attempts": 0,
+         "next_attempt_at": now, "created_at": now}
+        for r in rows
+    ]  # fmt: skip
+    if not values:
+        return 0
+    if conn.dialect.name == "postgresql":
+        stmt: Any = pg_insert(notification_outbox).on_conflict_do_nothing(index_elements=["message_id"])
+    elif conn.dialect.name == "sqlite":
+        stmt = sqlite_insert(notification_outbox).on_conflict_do_nothing(index_elements=["message_id"])
+    else:  # pragma: no cover - eqmon supports SQLite and PostgreSQL
+        raise NotImplementedError(conn.dialect.name)
+    new = 0
+    for v in values:  # one by one: rowcount per row is reliable on both dialects
+        new += conn.execute(stmt.values(**v)).rowcount
+    return new
+
+
 class OutboxRepo:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def add_many(self, rows: Iterable[Mapping[str, Any]], *, now: float) -> int:
+        """``queue_notifications`` in a transaction of its own."""
+        with writing(self._engine) as conn:
+            return queue_notifications(conn, rows, now)
+
+    def get(self, message_id: str) -> OutboxMessage | None:
+        with self._engine.connect() as conn:
+            r = conn.execute(
+                select(notification_outbox).where(notification_outbox.c.message_id == message_id)
+            ).mappings().first()
+            return None if r is None else _outbox(r)
+
+    def next_due(self) -> float | None:
+        """When the earliest pending row is due (None: nothing pending)."""
+        from sqlalchemy import func
+
+        with self._engine.connect() as conn:
+            v = conn.execute(
+                select(func.min(notification_outbox.c.next_attempt_at)).where(notification_outbox.c.state == "pending")
+            ).scalar()
+            return None if v is None else float(v)
 
     def add(
         self,
@@ -149,7 +201,13 @@ class OutboxRepo:
             return [_outbox(r) for r in conn.execute(q).mappings()]
 
     def mark_sent(self, message_id: str, at: float) -> None:
-        self._set(message_id, state="sent", sent_at=at)
+        """Delivered (the server accepted it): one more attempt, never sent again."""
+        with writing(self._engine) as conn:
+            conn.execute(
+                update(notification_outbox)
+                .where(notification_outbox.c.message_id == message_id)
+                .values(state="sent", sent_at=at, attempts=notification_outbox.c.attempts + 1, last_error=None)
+            )
 
     def mark_failed(self, message_id: str, error: str, *, retry_at: float | None) -> None:
         """One more failed attempt: tried again at ``retry_at``, or given up (``failed``) if None."""
