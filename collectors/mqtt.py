@@ -686,3 +686,66 @@ class MqttCollector:
             return
         for h in self._health.values():
             h.check_stale(now)
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing (the MQTT notification channel, alerts/notify/channels.py, is handed ``publish``)
+
+
+class MqttPublisher:
+    """Publishes notifications on the site's broker for pager and nurse-call gateways: a paho
+    client of its own (client id ``<client_id>-notify``, clean session), its network loop in
+    paho's (daemon) thread, reconnecting with backoff up to ``reconnect_max``. ``publish``
+    returns once the broker acknowledged the message (PUBACK at QoS 1), and raises
+    ``ConnectionError`` when not connected or ``TimeoutError`` without an acknowledgement."""
+
+    def __init__(self, broker: MqttBroker, *, timeout: float = 10.0) -> None:
+        self.broker = broker
+        self.timeout = timeout
+        v5 = broker.protocol == "5"
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{broker.client_id}-notify",
+            clean_session=None if v5 else True,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        )
+        if broker.username:
+            self._client.username_pw_set(broker.username, broker.password())
+        if broker.tls is not None:
+            t = broker.tls
+            self._client.tls_set(
+                ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
+                keyfile_password=t.key_password(), cert_reqs=ssl.CERT_REQUIRED,
+            )  # fmt: skip
+            self._client.tls_insecure_set(t.insecure)
+        self._client.reconnect_delay_set(1, max(1, int(broker.reconnect_max)))
+        self.published = 0
+        self._started = False
+
+    def start(self) -> None:
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=self.broker.keepalive)
+        self._client.loop_start()
+        self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._started = False
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.is_connected())
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        if not self._client.is_connected():
+            raise ConnectionError(f"not connected to the MQTT broker {self.broker.host}:{self.broker.port}")
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"MQTT publish refused: {paho.error_string(info.rc)}")
+        if qos > 0:
+            # paho's thread sets the flag on PUBACK; wait for it off the event loop.
+            await asyncio.to_thread(info.wait_for_publish, self.timeout)
+            if not info.is_published():
+                raise TimeoutError("no PUBACK from the MQTT broker in time")
+        self.published += 1
