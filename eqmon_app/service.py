@@ -23,7 +23,8 @@ import uvicorn
 
 from alerts.engine import AlertEngine
 from alerts.links import BROKER_GRACE, SINK_FAILING_GRACE, LinkFacts, LinkWatch
-from alerts.notifiers import LogNotifier, Notifier
+from alerts.notifiers import Notifier
+from alerts.notify import Dispatcher, NotificationPlanner, build_senders
 from alerts.store import AlertStore, import_legacy_alerts
 from collectors.deadletters import DeadLetterStore
 from collectors.embedded import EmbeddedStore
@@ -36,7 +37,8 @@ from dashboard_api.app import create_app
 from dashboard_api.state import MonitorState
 from eqmon import db
 from eqmon.bus import Bus
-from eqmon.config import MqttBroker, Site
+from eqmon.config import DEFAULT_NOTIFICATIONS, MqttBroker, Site
+from eqmon.db.repos import OutboxRepo, queue_notifications
 from eqmon.domain import Alert, Reading
 
 from .metrics import SelfMetrics
@@ -73,7 +75,9 @@ class Service:
         if site.mqtt_devices() and self.mqtt_broker is None:
             raise ValueError("the site has MQTT devices but no `mqtt:` broker section")
         self.api_port = site.api.port if api_port is None else api_port
-        self.notifiers = notifiers if notifiers is not None else [LogNotifier()]
+        # Synchronous notifiers called after each alert save (tests, extensions); people are
+        # notified through the outbox (site file `notifications:`, a log line by default).
+        self.notifiers = notifiers if notifiers is not None else []
         data_dir.mkdir(parents=True, exist_ok=True)
 
         self.bus = Bus()
@@ -92,10 +96,37 @@ class Service:
             self.db.dispose()
             raise
         self.alert_store = AlertStore(self.db, clock=clock)
+
+        # Notifications: rows queued in the outbox with each alert change (same transaction),
+        # sent by the dispatcher while the service runs (alerts/notify/).
+        self.notify_settings = site.notifications or DEFAULT_NOTIFICATIONS
+        self.outbox = OutboxRepo(self.db)
+        self.planner = NotificationPlanner(site, self.notify_settings, clock=clock)
+        self.mqtt_publisher: Any = None
+        if any(c.type == "mqtt" for c in self.notify_settings.channels):
+            if self.mqtt_broker is None:
+                log.error("notifications: mqtt channels need a broker (mqtt:); their rows wait")
+            else:
+                from collectors.mqtt import MqttPublisher
+
+                self.mqtt_publisher = MqttPublisher(self.mqtt_broker)
+        self.dispatcher = Dispatcher(
+            self.outbox,
+            build_senders(
+                self.notify_settings,
+                publish=self.mqtt_publisher.publish if self.mqtt_publisher is not None else None,
+            ),
+            self.notify_settings.retry,
+            clock=clock,
+            poll_interval=self.notify_settings.poll_interval,
+        )
         self.engine = AlertEngine(
             site, on_change=self._on_alert, delay_scale=delay_scale, active=self.alert_store.open_alerts()
         )
         self.links = LinkWatch(self.engine)
+        for a in self.engine.active():  # escalations and repeats go on from each alert's raise
+            raised = [e["ts"] for e in self.alert_store.events(a.id) if e["kind"] in ("raised", "reopened")]
+            self.planner.restore(a, raised[-1] if raised else a.started_at)
 
         # Telemetry: collectors -> durable spool -> one runner per sink, each with its cursor.
         tel = site.telemetry
@@ -236,7 +267,20 @@ class Service:
             self._lost_logged = False
 
     def _on_alert(self, alert: Alert) -> None:
-        self.alert_store.save(alert)
+        queued = 0
+
+        def also(conn: Any, kind: str, ts: float) -> None:
+            nonlocal queued
+            try:
+                rows = self.planner.on_change(alert, kind, ts)
+            except Exception:  # a routing bug must not lose the alert itself
+                log.exception("notifications: cannot plan %s of alert %s", kind, alert.id)
+                return
+            queued = queue_notifications(conn, rows, ts)
+
+        self.alert_store.save(alert, also=also)
+        if queued:
+            self.dispatcher.wake()
         for n in self.notifiers:
             try:
                 n.notify(alert)
@@ -262,6 +306,9 @@ class Service:
             s.start()
         for c in self.collectors:
             await c.start()
+        if self.mqtt_publisher is not None:
+            self.mqtt_publisher.start()
+        self.dispatcher.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="housekeeping")
         config = uvicorn.Config(
             create_app(self.state),
@@ -295,6 +342,9 @@ class Service:
         if self._server is not None and self._server_task is not None:
             self._server.should_exit = True
             await self._server_task
+        await self.dispatcher.stop()
+        if self.mqtt_publisher is not None:
+            self.mqtt_publisher.stop()
         if self.site.telemetry.self_metrics_interval > 0:
             with contextlib.suppress(SpoolFull):
                 await self._write_self_metrics(self.clock())
@@ -313,6 +363,7 @@ class Service:
             await asyncio.sleep(1.0)
             now = self.clock()
             self.engine.tick(now)
+            self._notify_due(now)
             for c in self.collectors:
                 c.tick(now)
             if self.embedded is not None and now - last_prune > 3600:
@@ -332,6 +383,15 @@ class Service:
                     await self._write_self_metrics(now)
                 except SpoolFull:
                     pass  # counted by the spool; the next interval tries again
+
+    def _notify_due(self, now: float) -> None:
+        """Escalations, repeats and storm digests that came due: into the outbox."""
+        try:
+            rows = self.planner.due(now)
+            if rows and self.outbox.add_many(rows, now=now):
+                self.dispatcher.wake()
+        except Exception:
+            log.exception("notifications: cannot queue escalations and repeats; trying again")
 
     def _link_facts(self) -> list[LinkFacts]:
         """The links eqmon depends on: each collector's (a broker) and each sink."""
