@@ -157,9 +157,9 @@ class NotificationPlanner:
         """Rows for one saved change of an alert (``kind`` from the alert store)."""
         if kind in ("raised", "reopened"):
             self._open[a.id] = _Tracked(a, ts)
-            if kind == "raised" and self._storm_holds(a, ts):
+            targets = [t for r in self._routes(a) for t in self.levels(r)[0]]
+            if not targets or (kind == "raised" and self._storm_holds(a, ts)):
                 return []
-            targets = [t for r in self._routes(a) for t in (self.levels(r)[0] if self.levels(r) else [])]
             seq = 0 if kind == "raised" else int(ts)
             return self._dedup([self._row(a, kind, seq, a.message, t, ts) for t in targets])
         if kind == "resolved":
@@ -240,7 +240,7 @@ class NotificationPlanner:
         for a, _ in held:
             for r in self._routes(a):
                 lv = self.levels(r)
-                for t in lv[0] if lv else []:
+                for t in lv[0]:
                     by_target.setdefault(t, []).append(a)
         rows = []
         key = f"digest{int(s.window_start * 1000)}"

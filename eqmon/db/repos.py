@@ -132,10 +132,8 @@ def queue_notifications(conn: Connection, rows: Iterable[Mapping[str, Any]], now
         stmt = sqlite_insert(notification_outbox).on_conflict_do_nothing(index_elements=["message_id"])
     else:  # pragma: no cover - eqmon supports SQLite and PostgreSQL
         raise NotImplementedError(conn.dialect.name)
-    new = 0
-    for v in values:  # one by one: rowcount per row is reliable on both dialects
-        new += conn.execute(stmt.values(**v)).rowcount
-    return new
+    stmt = stmt.returning(notification_outbox.c.id)  # a row back for each one inserted
+    return sum(len(conn.execute(stmt.values(**v)).all()) for v in values)
 
 
 class OutboxRepo:
