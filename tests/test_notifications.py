@@ -1,0 +1,469 @@
+"""Notifications through the outbox (alerts/notify/): routing on a fake clock, and delivery
+against real receivers (SMTP with STARTTLS and login, a webhook receiver that checks the
+signature, Mosquitto), on SQLite and PostgreSQL (``state_db``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from alerts.notify import Dispatcher, NotificationPlanner, build_senders
+from alerts.notify.message import verify
+from alerts.store import AlertStore
+from eqmon import db
+from eqmon.config import ConfigError, Database, Notifications, parse_site
+from eqmon.db.repos import OutboxRepo, queue_notifications
+from eqmon.domain import Alert, AlertState, Severity
+from simulators.receivers import SmtpReceiver, WebhookReceiver, self_signed_cert
+
+SECRET = "s3cret-for-tests"
+
+BASE = """\
+site: {name: St Test}
+devices:
+  - {id: fridge-1, kind: medication_fridge, name: Fridge 1, location: Ward 4B, protocol: modbus,
+     host: 127.0.0.1, port: 15999, registers: [{name: temperature_c, address: 0}]}
+  - {id: fridge-2, kind: medication_fridge, name: Fridge 2, location: ICU, protocol: modbus,
+     host: 127.0.0.1, port: 15998, registers: [{name: temperature_c, address: 0}]}
+contacts:
+  - {name: Ann, email: ann@example.org, webhook: "http://127.0.0.1:9/ann"}
+  - {name: Bob, email: bob@example.org}
+  - {name: Cid, email: cid@example.org}
+"""
+
+NOTIFY = """\
+notifications:
+  channels:
+    - {id: mail, type: email, host: 127.0.0.1, port: 2525, starttls: false, from: eqmon@example.org}
+    - {id: hook, type: webhook, url: "http://127.0.0.1:9/desk", secret_env: EQMON_TEST_HOOK_SECRET}
+    - {id: log, type: log}
+  routes:
+    - {severity: [critical], locations: [Ward 4B], contacts: [Ann, Bob, Cid], via: [mail], escalate_after: 10m}
+    - {severity: [critical, warning], channels: [hook]}
+  repeat: {critical: 30m}
+  storm: {max_alerts: 3, window: 1m}
+"""
+
+
+def _site(extra: str = NOTIFY) -> Any:
+    return parse_site(BASE + extra, "site.yaml")
+
+
+def _alert(id_: str = "a1", device: str = "fridge-1", severity: Severity = Severity.CRITICAL, **kw: Any) -> Alert:
+    base: dict[str, Any] = dict(
+        id=id_, rule_id="fridge-high", device_id=device, metric="temperature_c", severity=severity,
+        state=AlertState.ACTIVE, message=f"CRITICAL Fridge ({device}): 9.1 °C above 8 °C", started_at=900.0, value=9.1,
+    )  # fmt: skip
+    base.update(kw)
+    return Alert(**base)
+
+
+def _to(rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(r["channel"], r["recipient"]) for r in rows}
+
+
+# -- the site file ----------------------------------------------------------------------------
+
+
+def test_site_file_notifications_parse_and_errors_have_paths() -> None:
+    site = _site()
+    assert site.notifications is not None
+    assert [c.type for c in site.notifications.channels] == ["email", "webhook", "log"]
+    assert site.notifications.routes[0].escalate_after == 600.0
+    bad = NOTIFY.replace("via: [mail]", "via: [fax]").replace("channels: [hook]", "channels: [hook, mail]")
+    bad = bad.replace("type: log}", "type: log}\n    - {id: pager, type: mqtt, topic: pager/#}")
+    with pytest.raises(ConfigError) as exc:
+        _site(bad)
+    lines = str(exc.value).splitlines()
+    assert any("notifications.channels[3].topic: expected an MQTT topic to publish to" in x for x in lines), lines
+    with pytest.raises(ConfigError) as exc:
+        _site(NOTIFY.replace("via: [mail]", "via: [fax]").replace("channels: [hook]", "channels: [hook, mail]"))
+    text = str(exc.value)
+    assert "notifications.routes[0].via[0]: no channel with id 'fax'" in text
+    assert "notifications.routes[1].channels[1]: channel 'mail' has no to of its own" in text
+    assert "(line " in text
+    with pytest.raises(ConfigError) as exc:
+        _site(NOTIFY.replace("secret_env: EQMON_TEST_HOOK_SECRET", "secret: x"))
+    assert "notifications.channels[1].secret: unknown key" in str(exc.value)
+
+
+# -- routing on a fake clock ------------------------------------------------------------------
+
+
+def test_routes_escalation_repeat_ack_and_resolved_notice() -> None:
+    site = _site()
+    p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    a = _alert()
+    rows = p.on_change(a, "raised", 1000.0)
+    assert _to(rows) == {("mail", "ann@example.org"), ("hook", "http://127.0.0.1:9/desk")}
+    assert all(r["payload"]["schema"] == "eqmon.alert.v1" and r["payload"]["event"] == "raised" for r in rows)
+    assert p.on_change(a, "raised", 1000.0) == rows or {r["message_id"] for r in rows}  # stable ids
+    assert {r["message_id"] for r in p.on_change(a, "raised", 1000.0)} == {r["message_id"] for r in rows}
+    assert p.due(1000.0 + 599) == []
+    esc = p.due(1000.0 + 600)
+    assert _to(esc) == {("mail", "bob@example.org")} and esc[0]["payload"]["event"] == "escalated"
+    assert "ESCALATED (unacknowledged for 10 min)" in esc[0]["payload"]["text"]
+    # a restarted planner plans the same escalation under the same id
+    q = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    q.restore(a, 1000.0)
+    assert {r["message_id"] for r in q.due(1000.0 + 700) if r["payload"]["event"] == "escalated"} == {esc[0]["message_id"]}
+    # repeat at 30 min to everyone called so far (Ann, Bob, Cid by then, and the desk hook)
+    rep = [r for r in p.due(1000.0 + 1800) if r["payload"]["event"] == "repeated"]
+    assert _to(rep) == {("mail", "ann@example.org"), ("mail", "bob@example.org"), ("mail", "cid@example.org"), ("hook", "http://127.0.0.1:9/desk")}
+    # acknowledged: no more escalations or repeats
+    acked = _alert(state=AlertState.ACKNOWLEDGED, acknowledged_at=1000.0 + 1900, acknowledged_by="Ann")
+    assert p.on_change(acked, "acknowledged", 1000.0 + 1900) == []
+    assert p.due(1000.0 + 3700) == []
+    done = _alert(state=AlertState.RESOLVED, resolved_at=5000.0, acknowledged_at=1000.0 + 1900)
+    res = p.on_change(done, "resolved", 5000.0)
+    assert _to(res) == _to(rep) and all(r["payload"]["event"] == "resolved" for r in res)
+    assert res[0]["payload"]["text"].startswith("RESOLVED after 67 min: CRITICAL Fridge")
+
+
+def test_location_and_severity_select_routes_and_storms_become_a_digest() -> None:
+    site = _site()
+    p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    icu = p.on_change(_alert("b1", device="fridge-2"), "raised", 10.0)
+    assert _to(icu) == {("hook", "http://127.0.0.1:9/desk")}  # the Ward 4B route does not match
+    assert p.on_change(_alert("b2", severity=Severity.INFO), "raised", 11.0) == []
+    for i in range(2, 4):
+        assert p.on_change(_alert(f"b{i + 1}", device="fridge-2"), "raised", 10.0 + i) != []
+    held = [p.on_change(_alert(f"s{i}", device="fridge-2"), "raised", 14.0 + i) for i in range(5)]
+    assert held == [[]] * 5 and p.digested == 5
+    assert p.due(40.0) == []
+    (digest,) = p.due(14.0 + 60)
+    doc = digest["payload"]
+    assert doc["event"] == "digest" and len(doc["alerts"]) == 5 and doc["alert"] is None
+    assert doc["text"].startswith("5 more alerts within 1 min at St Test")
+
+
+# -- delivery against real receivers ----------------------------------------------------------
+
+
+def _engine(url: str) -> Engine:
+    e = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    db.upgrade(e)
+    return e
+
+
+def _queue(engine: Engine, planner: NotificationPlanner, alerts: list[Alert], now: float) -> int:
+    store = AlertStore(engine, clock=lambda: now)
+    n = 0
+
+    def also(conn: Any, kind: str, ts: float) -> None:
+        nonlocal n
+        n += queue_notifications(conn, planner.on_change(alert, kind, ts), ts)
+
+    for alert in alerts:
+        store.save(alert, also=also)
+    return n
+
+
+def _hook_site(url: str, extra: str = "") -> Any:
+    return _site(f"""\
+notifications:
+  channels:
+    - {{id: hook, type: webhook, url: "{url}", secret_env: EQMON_TEST_HOOK_SECRET, timeout: 2s}}
+  routes:
+    - {{severity: [critical, warning], channels: [hook]}}
+  retry: {{initial: 0.2s, max: 0.5s, permanent_attempts: 2}}
+{extra}""")
+
+
+def _dispatcher(engine: Engine, site: Any, **kw: Any) -> Dispatcher:
+    n = site.notifications
+    return Dispatcher(OutboxRepo(engine), build_senders(n, **kw), n.retry, clock=time.time, poll_interval=0.1)
+
+
+async def _until(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.integration
+def test_webhook_delivered_once_signed_and_retried_while_the_receiver_is_down(
+    state_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EQMON_TEST_HOOK_SECRET", SECRET)
+    engine = _engine(state_db)
+    receiver = WebhookReceiver(secret=SECRET.encode())
+    site = _hook_site(receiver.url)
+    planner = NotificationPlanner(site, site.notifications, clock=time.time)
+    repo = OutboxRepo(engine)
+    try:
+        receiver.start()
+        now = time.time()
+        assert _queue(engine, planner, [_alert("w1")], now) == 1
+        assert _queue(engine, planner, [_alert("w1")], now) == 0  # saved again: nothing doubles
+
+        async def first() -> None:
+            d = _dispatcher(engine, site)
+            d.start()
+            await asyncio.to_thread(receiver.wait_for, 1)
+            await _until(lambda: repo.list(state="sent") != [], 5, "the row marked sent")
+            await asyncio.sleep(0.5)  # nothing more is sent
+            await d.stop()
+
+        asyncio.run(first())
+        ((req,),) = receiver.by_message_id().values()
+        assert req.signature_ok is True and verify(SECRET.encode(), req.body, req.headers["X-Eqmon-Signature"])
+        doc = json.loads(req.body)
+        assert doc["schema"] == "eqmon.alert.v1" and doc["event"] == "raised" and doc["site"] == "St Test"
+        assert doc["message_id"] == req.headers["X-Eqmon-Message-Id"]
+        assert doc["text"] == "CRITICAL Fridge (fridge-1): 9.1 °C above 8 °C"
+        assert doc["alert"]["id"] == "w1" and doc["alert"]["location"] == "Ward 4B" and doc["alert"]["severity"] == "critical"
+        assert req.headers["Content-Type"] == "application/json; charset=utf-8"
+
+        # Down: nothing listens for ~2 s; the row is retried with backoff, delivered once it is back.
+        receiver.stop()
+        later = time.time()
+        resolved = _alert("w1", state=AlertState.RESOLVED, resolved_at=later)
+        assert _queue(engine, planner, [resolved], later) == 1
+
+        async def down_then_up() -> None:
+            d = _dispatcher(engine, site)
+            d.start()
+            await asyncio.sleep(2.0)
+            (pending,) = repo.list(state="pending")
+            assert pending.attempts >= 2 and pending.last_error and "Connection refused" in pending.last_error
+            assert pending.next_attempt_at > time.time() - 1
+            receiver.start()
+            await asyncio.to_thread(receiver.wait_for, 2)
+            await _until(lambda: repo.list(state="pending") == [], 5, "the row marked sent")
+            await d.stop()
+
+        asyncio.run(down_then_up())
+        got = receiver.by_message_id()
+        assert len(got) == 2 and all(len(v) == 1 for v in got.values())
+        assert [json.loads(v[0].body)["event"] for v in got.values()] == ["raised", "resolved"]
+
+        # 4xx other than 408/429: failed after permanent_attempts (2), logged once.
+        receiver.statuses[:] = [404, 404, 404]
+        assert _queue(engine, planner, [_alert("w2")], time.time()) == 1
+
+        async def refused() -> None:
+            d = _dispatcher(engine, site)
+            d.start()
+            await _until(lambda: repo.list(state="failed") != [], 5, "the row failed")
+            await d.stop()
+
+        asyncio.run(refused())
+        (failed,) = repo.list(state="failed")
+        assert failed.attempts == 2 and failed.last_error == "HTTP 404"
+    finally:
+        receiver.stop()
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_stopped_mid_send_and_restarted_on_the_same_database_delivers_the_rest_none_twice(
+    state_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EQMON_TEST_HOOK_SECRET", SECRET)
+    engine = _engine(state_db)
+    receiver = WebhookReceiver(secret=SECRET.encode(), delay=0.3)
+    site = _hook_site(receiver.url)
+    planner = NotificationPlanner(site, site.notifications, clock=time.time)
+    repo = OutboxRepo(engine)
+    try:
+        receiver.start()
+        assert _queue(engine, planner, [_alert(f"r{i}") for i in range(20)], time.time()) == 20
+
+        async def run(seconds: float | None) -> None:
+            d = Dispatcher(repo, build_senders(site.notifications), site.notifications.retry,
+                           clock=time.time, poll_interval=0.1, max_in_flight=2)  # fmt: skip
+            d.start()
+            if seconds is not None:
+                await asyncio.sleep(seconds)
+                await d.stop(grace=0.0)  # cancelled mid-send
+            else:
+                await _until(lambda: repo.list(state="pending") == [], 20, "every row sent")
+                await d.stop()
+
+        asyncio.run(run(0.8))
+        sent_before = {m.message_id for m in repo.list(state="sent")}
+        assert 0 < len(sent_before) < 20
+        asyncio.run(run(None))
+        got = receiver.by_message_id()
+        assert len(got) == 20 and {m.message_id for m in repo.list(state="sent")} == set(got)
+        for mid in sent_before:  # what was marked sent is never sent again
+            assert len(got[mid]) == 1
+        # a send cancelled after the receiver took it may arrive twice: the id lets it be dropped
+        assert sum(len(v) for v in got.values()) <= 20 + 2
+        assert all(r.signature_ok for v in got.values() for r in v)
+    finally:
+        receiver.stop()
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_email_over_smtp_with_starttls_and_login(state_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EQMON_TEST_SMTP_PASSWORD", "pw")
+    cert, key = self_signed_cert(tmp_path)
+    engine = _engine(state_db)
+    smtp = SmtpReceiver(tls_files=(cert, key), users={"eqmon": "pw"}, refuse={"cid@example.org"})
+    site = _site(f"""\
+notifications:
+  channels:
+    - {{id: mail, type: email, host: 127.0.0.1, port: {smtp.port}, starttls: true, ca_file: "{cert}",
+       username: eqmon, password_env: EQMON_TEST_SMTP_PASSWORD, from: eqmon@example.org, timeout: 5s}}
+  routes:
+    - {{severity: [critical], contacts: [Ann, Cid]}}
+  retry: {{initial: 0.2s, max: 0.5s, permanent_attempts: 2}}
+""")
+    planner = NotificationPlanner(site, site.notifications, clock=time.time)
+    repo = OutboxRepo(engine)
+    try:
+        smtp.start()
+        assert _queue(engine, planner, [_alert("m1")], time.time()) == 2
+
+        async def run() -> None:
+            d = _dispatcher(engine, site)
+            d.start()
+            await _until(lambda: repo.list(state="pending") == [], 10, "both rows done")
+            await asyncio.sleep(0.3)
+            await d.stop()
+
+        asyncio.run(run())
+        (mail,) = smtp.mails
+        (sent,) = repo.list(state="sent")
+        assert sent.recipient == "ann@example.org" and mail.rcpt_tos == ["ann@example.org"]
+        assert mail.tls and mail.login == "eqmon" and mail.mail_from == "eqmon@example.org"
+        m = mail.message
+        assert m["Subject"] == "CRITICAL Fridge (fridge-1): 9.1 °C above 8 °C"
+        assert m["Message-ID"] == f"<{sent.message_id}@eqmon>" and m["X-Eqmon-Message-Id"] == sent.message_id
+        assert m["From"] == "eqmon@example.org" and m["To"] == "ann@example.org"
+        (failed,) = repo.list(state="failed")  # 550 to Cid: permanent, failed after 2 attempts
+        assert failed.recipient == "cid@example.org" and failed.attempts == 2 and "550" in (failed.last_error or "")
+    finally:
+        smtp.stop()
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_mqtt_channel_publishes_with_puback_on_mosquitto(mosquitto: Any, tmp_path: Path) -> None:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from collectors.mqtt import MqttPublisher
+
+    engine = _engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    site = _site(f"""\
+mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, client_id: eqmon-test}}
+notifications:
+  channels:
+    - {{id: pager, type: mqtt, topic: hospital/pager/ward-4b}}
+  routes:
+    - {{severity: [critical], channels: [pager]}}
+  retry: {{initial: 0.2s, max: 0.5s}}
+""")
+    got: list[bytes] = []
+    ready = threading.Event()
+    sub = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="pager-gateway")
+    sub.on_connect = lambda c, *a: (c.subscribe("hospital/pager/#", qos=1), ready.set())
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.loop_start()
+    publisher = MqttPublisher(site.mqtt)
+    repo = OutboxRepo(engine)
+    try:
+        assert ready.wait(5)
+        planner = NotificationPlanner(site, site.notifications, clock=time.time)
+        assert _queue(engine, planner, [_alert("q1")], time.time()) == 1
+
+        async def run() -> None:
+            publisher.start()
+            d = _dispatcher(engine, site, publish=publisher.publish)
+            d.start()
+            await _until(lambda: repo.list(state="sent") != [], 10, "the row sent")
+            await d.stop()
+
+        asyncio.run(run())
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (payload,) = got
+        doc = json.loads(payload)
+        assert doc["schema"] == "eqmon.alert.v1" and doc["alert"]["id"] == "q1"
+        assert doc["message_id"] == repo.list(state="sent")[0].message_id
+    finally:
+        publisher.stop()
+        sub.disconnect()
+        sub.loop_stop()
+        engine.dispose()
+
+
+@pytest.mark.integration
+def test_service_queues_with_the_alert_and_sends_after_a_restart(
+    state_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eqmon_app.service import Service
+
+    monkeypatch.setenv("EQMON_TEST_HOOK_SECRET", SECRET)
+    receiver = WebhookReceiver(secret=SECRET.encode())
+    site = _site(f"""\
+api: {{host: 127.0.0.1, port: 0}}
+notifications:
+  channels:
+    - {{id: hook, type: webhook, url: "{receiver.url}", secret_env: EQMON_TEST_HOOK_SECRET, timeout: 2s}}
+    - {{id: log, type: log}}
+  routes:
+    - {{severity: [critical], channels: [hook, log]}}
+  retry: {{initial: 0.2s, max: 0.5s}}
+  poll_interval: 0.1s
+""").model_copy(update={"database": Database(url=state_db)})
+
+    async def first() -> None:
+        service = Service(site, data_dir=tmp_path)
+        await service.start()
+        try:
+            service.engine.raise_system("test-storm", Severity.CRITICAL, "CRITICAL test alert", time.time())
+            # the rows were written with the alert, in its save
+            rows = service.outbox.list()
+            assert {r.channel for r in rows} == {"hook", "log"} and all(r.alert_id for r in rows)
+        finally:
+            await service.stop()  # receiver not listening: the webhook row stays pending
+
+    asyncio.run(first())
+    repo_engine = _engine(state_db)
+    try:
+        (pending,) = OutboxRepo(repo_engine).list(state="pending")
+        assert pending.channel == "hook" and pending.attempts >= 1
+    finally:
+        repo_engine.dispose()
+
+    async def second() -> None:
+        receiver.start()
+        service = Service(site, data_dir=tmp_path)
+        await service.start()
+        try:
+            await asyncio.to_thread(receiver.wait_for, 1)
+            await _until(lambda: service.outbox.list(state="pending") == [], 5, "the row sent")
+            await asyncio.sleep(0.3)
+        finally:
+            await service.stop()
+
+    try:
+        asyncio.run(second())
+    finally:
+        receiver.stop()
+    got = receiver.by_message_id()
+    assert len(got) == 1 and all(len(v) == 1 for v in got.values())
+    assert json.loads(next(iter(got.values()))[0].body)["alert"]["device_id"] == "eqmon"
+
+
+def test_notifications_default_is_a_log_line() -> None:
+    from eqmon.config import DEFAULT_NOTIFICATIONS
+
+    assert isinstance(DEFAULT_NOTIFICATIONS, Notifications)
+    assert [c.type for c in DEFAULT_NOTIFICATIONS.channels] == ["log"]
