@@ -12,13 +12,16 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eqmon.config import (
     ConfigError,
     ConfigIssue,
     Database,
+    LogChannel,
     MqttBroker,
+    Notifications,
+    Route,
     Site,
     load_site,
     render_issues,
@@ -326,8 +329,14 @@ async def _demo(args: argparse.Namespace) -> int:
                 await broker.stop()
             return 2
         service = None
+        receiver: Any = None
         try:
             await sim.start()
+            if site.notifications is None:  # the log line, and a local webhook receiver to look at
+                from simulators.receivers import WebhookReceiver
+
+                receiver = WebhookReceiver(log_file=data_dir / "webhook.jsonl").start()
+                site = site.model_copy(update={"notifications": _demo_notifications(receiver.url)})
             service = Service(site, data_dir=data_dir, mqtt=mqtt, api_port=args.port, delay_scale=DEMO_DELAY_SCALE)
             await service.start()
             print(f"eqmon demo — {site.site.name} ({args.config})")
@@ -337,6 +346,8 @@ async def _demo(args: argparse.Namespace) -> int:
             for line in sim.describe():
                 print(f"    {line}")
             print(f"  telemetry store        {data_dir / 'telemetry.sqlite'}")
+            if receiver is not None:
+                print(f"  notifications          log lines, and webhook {receiver.url} -> {data_dir / 'webhook.jsonl'}")
             print(f"  dashboard              {service.api_url}/")
             print(f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts")
             for step in site.scenario:
@@ -348,11 +359,24 @@ async def _demo(args: argparse.Namespace) -> int:
         finally:
             if service is not None:
                 await service.stop()
+            if receiver is not None:
+                receiver.stop()
             await sim.stop()
             if broker is not None:
                 await broker.stop()
     print("stopped cleanly", flush=True)
     return 0
+
+
+def _demo_notifications(webhook_url: str) -> Notifications:
+    """The demo's notifications: every alert change as a log line and to a local webhook."""
+    from eqmon.config import WebhookChannel
+
+    return Notifications(
+        channels=[LogChannel(id="log", type="log"), WebhookChannel(id="demo-webhook", type="webhook", url=webhook_url)],
+        routes=[Route(severity=["critical", "warning", "info"], channels=["log", "demo-webhook"])],
+        poll_interval=0.5,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

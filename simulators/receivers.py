@@ -55,6 +55,7 @@ class WebhookReceiver:
     delay: float = 0.0
     statuses: list[int] = field(default_factory=list)
     requests: list[WebhookRequest] = field(default_factory=list)
+    log_file: Path | None = None  # each body appended as one JSON line (the demo's receiver)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -88,6 +89,9 @@ class WebhookReceiver:
                     doc = None
                 with receiver._lock:
                     receiver.requests.append(WebhookRequest(self.path, dict(self.headers), body, ok, doc))
+                    if receiver.log_file is not None:
+                        with receiver.log_file.open("ab") as f:
+                            f.write(body + b"\n")
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

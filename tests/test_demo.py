@@ -78,6 +78,10 @@ def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, out
+    # the demo's notifications: a log line and the local webhook receiver's file
+    assert "NOTIFY CRITICAL" in out and "webhook.jsonl" in out, out
+    docs = [json.loads(line) for line in (tmp_path / "data" / "webhook.jsonl").read_text().splitlines()]
+    assert any(d["schema"] == "eqmon.alert.v1" and d["alert"]["device_id"] == "fridge-1" for d in docs), docs
     assert "dashboard" in out and "stopped cleanly" in out
     assert "Traceback" not in out, out
     # Nothing is left listening.
