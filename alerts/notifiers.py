@@ -1,5 +1,6 @@
-"""Notifiers: where an alert goes once raised. The log notifier writes the alert's one line;
-e-mail and paging come with escalation."""
+"""Synchronous notifiers, called after each alert save (``Service(notifiers=[...])``: tests and
+extensions). People are notified through the outbox (alerts/notify/), whose log channel writes
+the same lines as ``LogNotifier``."""
 
 from __future__ import annotations
 
