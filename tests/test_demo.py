@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -39,6 +40,8 @@ def start_demo(tmp_path: Path, api_port: int, *extra: str) -> subprocess.Popen[s
     return subprocess.Popen(
         [sys.executable, "-m", "eqmon_app.cli", "demo", "--port", str(api_port), "--data-dir", str(tmp_path / "data"), *extra],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # this checkout's code, not whichever eqmon the interpreter has installed
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
     )  # fmt: skip
 
 
