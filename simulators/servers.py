@@ -27,6 +27,7 @@ pytest does not race our own shutdown.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import glob
@@ -38,6 +39,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -57,11 +59,28 @@ MACHINE_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 _RUNNING: set[ServerProcess] = set()
 
 
+_handed_out: collections.deque[int] = collections.deque(maxlen=4096)
+_handed_out_set: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = LOCALHOST) -> int:
-    """Return a TCP port on *host* that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """Return a TCP port on *host* that is free right now (the OS picks it), and not one this
+    process handed out recently: the kernel may give the same ephemeral port to two binds in a
+    row once the first socket is closed, and two devices of one test site on one port is a
+    different site (seen once in five suite runs)."""
+    with _handed_out_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port: int = s.getsockname()[1]
+            if port not in _handed_out_set:
+                break
+        if len(_handed_out) == _handed_out.maxlen:
+            _handed_out_set.discard(_handed_out[0])
+        _handed_out.append(port)
+        _handed_out_set.add(port)
+        return port
 
 
 def tcp_connectable(host: str, port: int, timeout: float = 0.5) -> bool:

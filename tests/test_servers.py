@@ -421,3 +421,10 @@ def test_ensure_victoria_metrics_uses_the_cache_or_the_environment(tmp_path: Pat
     assert ensure_victoria_metrics(tmp_path) == binary
     monkeypatch.setenv("EQMON_VICTORIA_METRICS_BIN", "/opt/vm/victoria-metrics")
     assert ensure_victoria_metrics(tmp_path / "empty") == Path("/opt/vm/victoria-metrics")
+
+
+def test_free_port_never_hands_out_the_same_port_twice_in_a_row() -> None:
+    """Test sites put each simulated device on free_port(): two equal ports would make two
+    devices one (seen once in five suite runs before free_port remembered what it handed out)."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
