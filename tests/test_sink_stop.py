@@ -120,7 +120,9 @@ def test_stop_wakes_the_backoff_and_flushes_what_the_server_takes_now(tmp_path: 
 
     with serve(state) as url:
         took = asyncio.run(main(url))
-    assert took < 2.0, f"stop() took {took:.1f} s"
+    # the back-off was 16-24 s and the old stop() waited its 10 s flush timeout: 8 s is a bound
+    # a busy machine meets while the old code could not
+    assert took < 8.0, f"stop() took {took:.1f} s"
     assert [s for _, s in state.requests] == [503, 204]  # one attempt after stop(), which succeeded
     assert len(state.stored) == N and set(state.stored) == expected_lines()
 
@@ -154,7 +156,7 @@ def test_stop_during_retry_after_with_the_server_still_failing_loses_nothing(tmp
 
     with serve(state) as url:
         took = asyncio.run(first_run(url))
-        assert took < 2.0, f"stop() took {took:.1f} s"
+        assert took < 8.0, f"stop() took {took:.1f} s"  # not the 300 s Retry-After, nor 10 s
         assert [s for _, s in state.requests] == [503, 503]  # the Retry-After wait ended: one attempt
         state.status, state.headers = 204, {}
         asyncio.run(next_start(url))
@@ -168,7 +170,7 @@ def test_stop_is_bounded_by_one_request_timeout_when_the_server_hangs(tmp_path: 
         spool = Spool(tmp_path / "spool.sqlite", sinks=["influxdb"])
         runner = make_runner(url, spool, timeout=1.0)
         await fill_and_fail(spool, runner, state)
-        state.hang = 5.0  # the next request is not answered within the 1 s timeout
+        state.hang = 30.0  # the next request is not answered within the 1 s timeout
         t0 = time.monotonic()
         await runner.stop()
         took = time.monotonic() - t0
@@ -178,5 +180,5 @@ def test_stop_is_bounded_by_one_request_timeout_when_the_server_hangs(tmp_path: 
 
     with serve(state) as url:
         took = asyncio.run(main(url))
-    assert 0.9 <= took < 2.5, f"stop() took {took:.1f} s"
+    assert 0.9 <= took < 8.0, f"stop() took {took:.1f} s"  # one 1 s timeout, not the 30 s hang
     assert len(state.requests) == 2
