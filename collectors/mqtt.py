@@ -309,6 +309,19 @@ class _Batch:
     good: int = 0  # messages that became readings
 
 
+def _authenticate(client: paho.Client, broker: MqttBroker) -> None:
+    """The broker section's credentials and TLS on a paho client (collector and publisher)."""
+    if broker.username:
+        client.username_pw_set(broker.username, broker.password())
+    if broker.tls is not None:
+        t = broker.tls
+        client.tls_set(
+            ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
+            keyfile_password=t.key_password(), cert_reqs=ssl.CERT_REQUIRED,
+        )  # fmt: skip
+        client.tls_insecure_set(t.insecure)
+
+
 class MqttCollector:
     """Subscribes to the site's MQTT devices and hands their readings to ``accept``."""
 
@@ -361,15 +374,7 @@ class MqttCollector:
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             manual_ack=True,
         )
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password())
-        if broker.tls is not None:
-            t = broker.tls
-            self._client.tls_set(
-                ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
-                keyfile_password=t.key_password(), cert_reqs=ssl.CERT_REQUIRED,
-            )  # fmt: skip
-            self._client.tls_insecure_set(t.insecure)
+        _authenticate(self._client, broker)
         props = None
         if v5:
             props = Properties(PacketTypes.CONNECT)
@@ -709,15 +714,7 @@ class MqttPublisher:
             clean_session=None if v5 else True,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
         )
-        if broker.username:
-            self._client.username_pw_set(broker.username, broker.password())
-        if broker.tls is not None:
-            t = broker.tls
-            self._client.tls_set(
-                ca_certs=t.ca_file, certfile=t.cert_file, keyfile=t.key_file,
-                keyfile_password=t.key_password(), cert_reqs=ssl.CERT_REQUIRED,
-            )  # fmt: skip
-            self._client.tls_insecure_set(t.insecure)
+        _authenticate(self._client, broker)
         self._client.reconnect_delay_set(1, max(1, int(broker.reconnect_max)))
         self.published = 0
         self._started = False

@@ -279,7 +279,7 @@ def _exception_code(value: Any) -> int:
     return int(code)
 
 
-_ADDRESS_SYNTAX = (
+ADDRESS_SYNTAX = (
     "an input register number, or items 'table:first-last' such as 'input:10-11,holding:0' "
     "(table: holding, input, coil or discrete_input; default input), or a list of either"
 )
@@ -290,24 +290,26 @@ def _address(text: str) -> int:
     return int(text, 16) if text.lower().startswith("0x") else int(text)
 
 
-def _reject_addresses(value: Any) -> Any:
-    """Check addresses in the form simulators/models.py ``parse_addresses`` reads; unchanged."""
+def register_addresses(value: Any) -> frozenset[tuple[str, int]]:
+    """Register addresses as ``{(table, address)}`` from ``"input:10-11,holding:0"`` (the form a
+    site file's scalar params can hold), an int (an input register) or a list of either; the
+    one parser of this syntax (the simulators' ``reject_addresses`` and ``reject`` fault)."""
     items: list[Any]
     if isinstance(value, bool):
-        raise ValueError(f"expected {_ADDRESS_SYNTAX}; got {value!r}")
+        raise ValueError(f"expected {ADDRESS_SYNTAX}; got {value!r}")
     if isinstance(value, int):
         items = [value]
     elif isinstance(value, str):
         items = [p for p in value.replace(" ", ",").split(",") if p]
-    elif isinstance(value, list):
-        items = value
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
     else:
-        raise ValueError(f"expected {_ADDRESS_SYNTAX}; got {_short(value)}")
-    if not items:
-        raise ValueError(f"names no address; expected {_ADDRESS_SYNTAX}")
+        raise ValueError(f"expected {ADDRESS_SYNTAX}; got {_short(value)}")
+    out: set[tuple[str, int]] = set()
     for item in items:
+        table, first, last = "input", item, item
         if isinstance(item, str):
-            table, spec = "input", item.strip()
+            spec = item.strip()
             if ":" in spec:
                 table, _, spec = spec.partition(":")
                 table = table.strip()
@@ -316,15 +318,22 @@ def _reject_addresses(value: Any) -> Any:
                 first = _address(lo)
                 last = _address(hi) if sep else first
             except ValueError:
-                raise ValueError(f"{_short(item)} is not {_ADDRESS_SYNTAX}") from None
+                raise ValueError(f"{_short(item)} is not {ADDRESS_SYNTAX}") from None
             if table not in _TABLES:
                 raise ValueError(f"unknown table {_short(table)} in {_short(item)}; expected one of {list(_TABLES)}")
         elif isinstance(item, bool) or not isinstance(item, int):
-            raise ValueError(f"{_short(item)} is not {_ADDRESS_SYNTAX}")
-        else:
-            first = last = item
+            raise ValueError(f"{_short(item)} is not {ADDRESS_SYNTAX}")
         if not 0 <= first <= last <= 0xFFFF:
             raise ValueError(f"{_short(item)} is not an address or range within 0..65535")
+        out.update((table, a) for a in range(first, last + 1))
+    if not out:
+        raise ValueError(f"names no address; expected {ADDRESS_SYNTAX}")
+    return frozenset(out)
+
+
+def _reject_addresses(value: Any) -> Any:
+    """Check addresses with ``register_addresses``; the value itself is kept as written."""
+    register_addresses(value)
     return value
 
 

@@ -26,9 +26,10 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
+from eqmon.config import ADDRESS_SYNTAX, register_addresses
+
 from .modbus_server import (
     EXCEPTION_CODES,
-    TABLES,
     RegisterBank,
     float32_to_words,
     int16_to_word,
@@ -127,53 +128,13 @@ def _num(params: dict[str, Any], key: str, default: float | None = None) -> floa
     return float(v)
 
 
-_ADDRESS_SYNTAX = "[table:]address or [table:]first-last, comma-separated (table: holding, input, coil, discrete_input; default input), e.g. 'input:10-11,holding:0'"
-
-
-def _address(text: str) -> int:
-    text = text.strip()
-    return int(text, 16) if text.lower().startswith("0x") else int(text)
-
-
 def parse_addresses(value: Any, what: str = REJECT_PARAM) -> frozenset[tuple[str, int]]:
-    """Register addresses a simulated unit rejects with 0x02, as ``{(table, address)}``, from
-    ``"input:10-11,holding:0"`` (the form a site file's scalar params can hold), an int (an
-    input register) or a list of either."""
-    items: list[Any]
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be {_ADDRESS_SYNTAX}; got {value!r}")
-    if isinstance(value, int):
-        items = [value]
-    elif isinstance(value, str):
-        items = [p for p in value.replace(" ", ",").split(",") if p]
-    elif isinstance(value, list | tuple | set | frozenset):
-        items = list(value)
-    else:
-        raise ValueError(f"{what} must be {_ADDRESS_SYNTAX}; got {value!r}")
-    out: set[tuple[str, int]] = set()
-    for item in items:
-        table, first, last = "input", item, item
-        if isinstance(item, str):
-            spec = item.strip()
-            if ":" in spec:
-                table, _, spec = spec.partition(":")
-                table = table.strip()
-            lo, sep, hi = spec.partition("-")
-            try:
-                first = _address(lo)
-                last = _address(hi) if sep else first
-            except ValueError:
-                raise ValueError(f"{what}: {item!r} is not {_ADDRESS_SYNTAX}") from None
-        elif isinstance(item, bool) or not isinstance(item, int):
-            raise ValueError(f"{what}: {item!r} is not {_ADDRESS_SYNTAX}")
-        if table not in TABLES:
-            raise ValueError(f"{what}: unknown table {table!r}; expected one of {list(TABLES)}")
-        if not 0 <= first <= last <= 0xFFFF:
-            raise ValueError(f"{what}: {item!r} is not an address or range within 0..65535")
-        out.update((table, a) for a in range(first, last + 1))
-    if not out:
-        raise ValueError(f"{what} names no address; expected {_ADDRESS_SYNTAX}")
-    return frozenset(out)
+    """Register addresses a simulated unit rejects with 0x02, as ``{(table, address)}``
+    (syntax and parser: ``eqmon.config.register_addresses``), errors naming ``what``."""
+    try:
+        return register_addresses(value)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 def protocol_fault(bank: RegisterBank, fault: str, params: dict[str, Any]) -> None:
@@ -212,7 +173,7 @@ def protocol_fault(bank: RegisterBank, fault: str, params: dict[str, Any]) -> No
         f.reboot(down)
     elif fault == "reject":
         if "addresses" not in params:
-            raise ValueError(f"reject needs addresses: {_ADDRESS_SYNTAX}")
+            raise ValueError(f"reject needs addresses: {ADDRESS_SYNTAX}")
         f.reject |= parse_addresses(params["addresses"], "reject addresses")
     else:
         raise ValueError(f"unknown protocol fault {fault!r}; expected one of {PROTOCOL_FAULTS}")
