@@ -188,6 +188,15 @@ class ThresholdEvaluator:
         return Raise(dev, p.since, text, p.last, p.worst, "high" if high else "low")
 
 
+def _side(rule: RangeRule | CumulativeExcursionRule, value: float) -> str:
+    """Which limit ``value`` is beyond: "high", "low" or "" (in range)."""
+    if rule.high is not None and value > rule.high:
+        return "high"
+    if rule.low is not None and value < rule.low:
+        return "low"
+    return ""
+
+
 class RangeEvaluator:
     """``kind: range``: too cold below ``low`` for ``low_for``, too warm above ``high`` for
     ``high_for``; one alert per device, resolved back inside by ``hysteresis`` on the side it
@@ -198,12 +207,7 @@ class RangeEvaluator:
         self._pending: dict[str, _Pending] = {}
 
     def _side(self, value: float) -> str:
-        rule = self.rule
-        if rule.high is not None and value > rule.high:
-            return "high"
-        if rule.low is not None and value < rule.low:
-            return "low"
-        return ""
+        return _side(self.rule, value)
 
     def _delay(self, side: str) -> float:
         return self.ctx.delay(self.rule.high_for if side == "high" else self.rule.low_for)
@@ -313,12 +317,7 @@ class CumulativeExcursionEvaluator:
         self._tracks: dict[str, _Track] = {}
 
     def _side(self, value: float) -> str:
-        rule = self.rule
-        if rule.high is not None and value > rule.high:
-            return "high"
-        if rule.low is not None and value < rule.low:
-            return "low"
-        return ""
+        return _side(self.rule, value)
 
     def total(self, device_id: str, now: float) -> float:
         """Seconds out of range within the window ending at ``now``."""

@@ -7,7 +7,9 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -72,3 +74,43 @@ def clear_retained(port: int, host: str = "127.0.0.1", timeout: float = 10.0) ->
         c.disconnect()
         c.loop_stop()
     return topics
+
+
+HttpHandle = Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]
+
+
+@contextmanager
+def http_server(handle: HttpHandle) -> Iterator[str]:
+    """A real HTTP/1.1 server on a free loopback port whose POSTs are answered by
+    ``handle(request, body) -> (status, headers, body)`` (which may sleep to play a hung
+    server); yields its base URL. A client that gave up before the answer is not an error."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, headers, out = handle(self, body)
+            try:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+            except OSError:  # the client gave up (a hung answer)
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()

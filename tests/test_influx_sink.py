@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from collectors.deadletters import DeadLetterStore
@@ -20,39 +17,10 @@ from collectors.sinks import SinkRunner
 from collectors.spool import Spool
 from eqmon.config import InfluxDB
 from eqmon.domain import Reading
+from simulators.harness import http_server
 
 DEVICES = {"fridge-1": ("medication_refrigerator", "Ward 4B"), "fridge-2": ("medication_refrigerator", "")}
 BAD_VALUE = 666.5  # the point our server rejects
-
-
-@contextmanager
-def http_server(handle: Callable[[BaseHTTPRequestHandler, bytes], tuple[int, dict[str, str], bytes]]) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            status, headers, out = handle(self, body)
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        t.join()
 
 
 def test_retry_after_429_then_503_then_bisect_400_to_dead_letters(tmp_path: Path) -> None:

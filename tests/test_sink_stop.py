@@ -10,9 +10,8 @@ import asyncio
 import gzip
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from collectors.influx import InfluxSink
@@ -20,6 +19,7 @@ from collectors.sinks import SinkRunner
 from collectors.spool import Spool
 from eqmon.config import InfluxDB
 from eqmon.domain import Reading
+from simulators.harness import http_server
 
 DEVICES = {"fridge-1": ("medication_refrigerator", "Ward 4B")}
 N = 1000
@@ -38,42 +38,18 @@ class Server:
         self.lock = threading.Lock()
 
 
-@contextmanager
-def serve(state: Server) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def serve(state: Server) -> AbstractContextManager[str]:
+    def handle(h: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        with state.lock:
+            status, headers, hang = state.status, dict(state.headers), state.hang
+            state.requests.append((time.monotonic(), status))
+            if status == 204:
+                state.stored.extend(gzip.decompress(body).decode().split("\n"))
+        if hang:
+            time.sleep(hang)
+        return status, headers, b""
 
-        def do_POST(self) -> None:  # noqa: N802
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            with state.lock:
-                status, headers, hang = state.status, dict(state.headers), state.hang
-                state.requests.append((time.monotonic(), status))
-                if status == 204:
-                    state.stored.extend(gzip.decompress(body).decode().split("\n"))
-            if hang:
-                time.sleep(hang)
-            try:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            except OSError:  # the client gave up (hang)
-                pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        t.join()
+    return http_server(handle)
 
 
 def readings() -> list[Reading]:
