@@ -8,6 +8,15 @@ answer — kept open with a note that the condition is unknown. A device going o
 "device offline" alert, resolved when it is back; ``on_condition`` raises and resolves alerts of
 other parts (the inventory) through the same lifecycle. Time comes only from the readings and
 from ``tick(now)``, so tests drive a fake clock.
+
+Outages are grouped (alerts/incidents.py): when every device behind one Modbus gateway, one MQTT
+broker or in one location stops answering, one incident is raised instead of an alert per
+device; a device's own "device offline" alert waits ``alerts.incident_wait`` for that, and is
+raised when it is still down after the incident (or eqmon's own link to a broker) cleared.
+Silences (``set_silences``) keep matching alerts from notifying anyone (``extra["silenced"]``)
+until they end — an alert still open then notifies at that moment; a maintenance window makes
+its devices raise nothing. ``pending()`` lists the conditions whose delay is running;
+``resolve()`` closes an alert by hand (raised again if its condition still holds).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from eqmon.config import Device, Site
+from eqmon.db.repos import Silence
 from eqmon.domain import (
     Alert,
     AlertState,
@@ -31,7 +41,8 @@ from eqmon.domain import (
     Value,
 )
 
-from .rules import Evaluator, Raise, Resolve, Update, fmt_duration, make_evaluator
+from .incidents import INCIDENT_RULE_PREFIX, OutageGroup, explaining, incident_text, outage_groups
+from .rules import Evaluator, Raise, Resolve, Update, fmt_duration, make_evaluator, pending_of
 
 log = logging.getLogger(__name__)
 
@@ -69,49 +80,141 @@ class AlertEngine:
         for a in active:
             if a.state != AlertState.RESOLVED:
                 self._active[(a.rule_id, a.device_id)] = a
+        # Outages: devices down (offline or silent as a whole) and up, the groups they share,
+        # eqmon's links that are down (a broker: its devices' silence is explained by it).
+        self._wait = site.alerts.incident_wait / delay_scale
+        self._groups = outage_groups(site)
+        self._group = {g.key: g for g in self._groups}
+        self._grouped = {m for g in self._groups for m in g.members}
+        self._down: dict[str, DeviceStatusEvent] = {}
+        self._up: set[str] = set()
+        self._covered: set[str] = set()  # down devices an incident or a link explains
+        self._uncovered_at: dict[str, float] = {}  # when a device stopped being explained
+        self._links: dict[str, frozenset[str]] = {}
+        # Silences and maintenance windows in force (set_silences), and alerts resolved by hand
+        self._silences: list[Silence] = []
+        self._maintenance: dict[str, Silence] = {}
+        self._by_hand: dict[tuple[str, str], tuple[str, float]] = {}
+        self._now = 0.0  # the latest tick or status time (silences apply from then)
 
     # -- inputs -----------------------------------------------------------------------------
 
     def on_readings(self, readings: Sequence[Reading]) -> None:
+        maintenance = self._maintenance
         for r in readings:
             evaluators = self._rules.get((r.device_id, r.metric))
-            if not evaluators:
+            if not evaluators or (maintenance and r.device_id in maintenance):
                 continue
             for ev in evaluators:
                 self._apply(ev, ev.on_reading(r))
 
     def on_status(self, event: DeviceStatusEvent) -> None:
-        """Offline or stale (silent) devices raise "device offline"; a device that rejects our
-        requests raises "device misconfigured"; both resolve when the device is back online."""
+        """Offline or stale (silent) devices raise "device offline" — or, all of a group at
+        once, one incident; a device that rejects our requests raises "device misconfigured";
+        both resolve when the device is back online."""
         dev = self._devices.get(event.device_id)
         if dev is None:
             return
-        offline = (OFFLINE_RULE_ID, event.device_id)
         misconfigured = (MISCONFIGURED_RULE_ID, event.device_id)
-        where = f"{dev.display_name}{self._where(dev)}"
-        since = self._clock_time(event.ts)
-        if event.state in (DeviceState.OFFLINE, DeviceState.STALE, DeviceState.MISCONFIGURED) and not event.partial:
+        whole = not event.partial
+        if event.state in (DeviceState.OFFLINE, DeviceState.STALE, DeviceState.MISCONFIGURED) and whole:
             self._condition_unknown(dev, event)
         elif event.state == DeviceState.ONLINE:
             self._condition_known_again(event.device_id)
-        if event.state in (DeviceState.OFFLINE, DeviceState.STALE) and offline not in self._active:
-            what = "not responding" if event.state == DeviceState.OFFLINE else "silent (no data)"
-            # A reason that already says what to check (a gateway's 0x0A/0x0B: the unit id, the
-            # serial line) is not contradicted by the generic advice.
-            check = "" if "check " in event.reason else "check its power and network cable, then "
-            msg = f"WARNING {where}: {what} since {since} ({event.reason}); {check}call Facilities"
-            self._raise(offline, Severity.WARNING, "", msg, event.ts, None)
-        elif event.state == DeviceState.MISCONFIGURED and misconfigured not in self._active:
-            missing = "those readings are missing" if event.partial else "its readings are missing"
-            msg = (
-                f"WARNING {where}: rejects eqmon's requests since {since} ({event.reason}); "
-                f"{missing} — ask the integrator to check its register map"
-            )
-            self._raise(misconfigured, Severity.WARNING, "", msg, event.ts, None)
+        if event.state in (DeviceState.OFFLINE, DeviceState.STALE) and whole:
+            self._down.setdefault(dev.id, event)  # down since the first of them
+            self._up.discard(dev.id)
         elif event.state == DeviceState.ONLINE:
-            for key in (offline, misconfigured):
+            self._down.pop(dev.id, None)
+            self._up.add(dev.id)
+            self._covered.discard(dev.id)
+            self._uncovered_at.pop(dev.id, None)
+            for key in ((OFFLINE_RULE_ID, dev.id), misconfigured):
                 if key in self._active:
                     self._resolve(key, event.ts)
+        if (
+            event.state == DeviceState.MISCONFIGURED
+            and misconfigured not in self._active
+            and dev.id not in self._maintenance
+        ):
+            where = f"{dev.display_name}{self._where(dev)}"
+            missing = "those readings are missing" if event.partial else "its readings are missing"
+            msg = (
+                f"WARNING {where}: rejects eqmon's requests since {self._clock_time(event.ts)} "
+                f"({event.reason}); {missing} — ask the integrator to check its register map"
+            )
+            self._raise(misconfigured, Severity.WARNING, "", msg, event.ts, None)
+        self._now = max(self._now, event.ts)
+        self._settle(event.ts)
+
+    def on_link(self, key: str, down: bool, devices: Iterable[str]) -> None:
+        """One of eqmon's links (the MQTT broker) is down or up again: while it is down, the
+        silence of its ``devices`` is explained by it (its own warning, alerts/links.py) and
+        raises no "device offline" alert; they raise theirs if still down ``incident_wait``
+        after it is back."""
+        if down:
+            self._links[key] = frozenset(devices)
+        else:
+            self._links.pop(key, None)
+
+    def _settle(self, now: float) -> None:
+        """Outages: raise an incident for each group whose devices are all down (the largest
+        first, ``incident_wait`` after the first went down), resolve one when a device of it
+        answers again, and raise a device's own
+        "device offline" alert once it has been down and unexplained for ``incident_wait``
+        (at once for a device that shares nothing with another)."""
+        down = {d for d in self._down if d not in self._maintenance}
+        for g in explaining(self._groups, down):
+            key = (g.rule_id, g.key)
+            # raised ``incident_wait`` after its first device went down, as that device's own
+            # alert would be: by then a larger group (the whole ward) has had time to complete
+            if key not in self._active and now >= min(self._down[m].ts for m in g.members) + self._wait:
+                self._raise_incident(g, key)
+        covered: set[str] = set()
+        for rule_id, gkey in list(self._active):
+            if not rule_id.startswith(INCIDENT_RULE_PREFIX):
+                continue
+            group = self._group.get(gkey)
+            if group is None or any(m in self._up for m in group.members):
+                self._resolve((rule_id, gkey), now)
+            else:
+                covered |= group.members
+        for devices in self._links.values():
+            covered |= devices
+        for d in down:
+            if d in covered:
+                self._covered.add(d)
+                continue
+            if d in self._covered:  # its incident or link is over: it waits once more
+                self._covered.discard(d)
+                self._uncovered_at[d] = now
+            key = (OFFLINE_RULE_ID, d)
+            if key in self._active:
+                continue
+            event = self._down[d]
+            start = max(event.ts, self._uncovered_at.get(d, event.ts))
+            if d not in self._grouped or now >= start + self._wait:
+                self._raise_offline(self._devices[d], event)
+
+    def _raise_offline(self, dev: Device, event: DeviceStatusEvent) -> None:
+        what = "not responding" if event.state == DeviceState.OFFLINE else "silent (no data)"
+        # A reason that already says what to check (a gateway's 0x0A/0x0B: the unit id, the
+        # serial line) is not contradicted by the generic advice.
+        check = "" if "check " in event.reason else "check its power and network cable, then "
+        msg = (
+            f"WARNING {dev.display_name}{self._where(dev)}: {what} since {self._clock_time(event.ts)} "
+            f"({event.reason}); {check}call Facilities"
+        )
+        self._raise((OFFLINE_RULE_ID, dev.id), Severity.WARNING, "", msg, event.ts, None)
+
+    def _raise_incident(self, g: OutageGroup, key: tuple[str, str]) -> None:
+        members = sorted(g.members, key=lambda m: self._devices[m].display_name)
+        since = min(self._down[m].ts for m in members)
+        names = [self._devices[m].display_name for m in members]
+        extra: dict[str, Any] = {"devices": members, "group": g.kind}
+        if g.location:
+            extra["location"] = g.location
+        self._raise(key, Severity.WARNING, "", incident_text(g, names, self._clock_time(since)), since, None, extra)
 
     def _condition_unknown(self, dev: Device, event: DeviceStatusEvent) -> None:
         """The device stopped answering: its pending excursions stop (a reading that does not
@@ -141,6 +244,11 @@ class AlertEngine:
         windowed rules move on)."""
         for ev in self._evaluators:
             self._apply(ev, ev.tick(now))
+        self._now = max(self._now, now)
+        if self._silences:
+            self._apply_silences(now)
+        self._settle(now)
+        self._by_hand.clear()  # a condition still there was raised again by now
 
     def raise_system(self, key: str, severity: Severity, message: str, ts: float) -> None:
         """Raise an alert about eqmon itself (e.g. "telemetry spool filling up"), once per
@@ -168,10 +276,108 @@ class AlertEngine:
         elif alert is not None:
             self._resolve(k, ts)
 
+    # -- silences and maintenance ------------------------------------------------------------
+
+    def set_silences(self, silences: Iterable[Silence], now: float) -> None:
+        """The silences and maintenance windows (eqmon/db/repos.py), as stored: those in force
+        at ``now`` apply at once, the others when their time comes (``tick``)."""
+        self._now = max(self._now, now)
+        self._silences = [s for s in silences if s.cancelled_at is None and s.ends_at > now]
+        self._apply_silences(now)
+
+    def _apply_silences(self, now: float) -> None:
+        self._silences = [s for s in self._silences if s.ends_at > now]
+        maintenance: dict[str, Silence] = {}
+        for s in self._silences:
+            if s.kind == "maintenance" and s.in_force(now):
+                for d in self._devices.values():
+                    if d.id == s.device_id or (s.device_id is None and d.location == s.location):
+                        maintenance.setdefault(d.id, s)
+        for dev_id in maintenance.keys() - self._maintenance.keys():
+            # work starts: what was pending stops (readings are not evaluated until it ends)
+            log.info("%s in maintenance until %s", dev_id, self._clock_time(maintenance[dev_id].ends_at))
+            for ev in self._evaluators:
+                self._apply(ev, ev.on_outage(dev_id, now))
+        self._maintenance = maintenance
+        for a in list(self._active.values()):
+            self._mark_silenced(a, now, emit=True)
+
+    def _silence_for(self, a: Alert, now: float) -> Silence | None:
+        dev = self._devices.get(a.device_id)
+        location = dev.location if dev is not None else a.extra.get("location")
+        for s in self._silences:
+            if s.matches(device_id=a.device_id, location=location or None, rule_id=a.rule_id, at=now):
+                return s
+        return None
+
+    def _mark_silenced(self, a: Alert, now: float, *, emit: bool) -> None:
+        """Mark (or unmark) the alert as silenced: ``extra["silenced"]`` says by what, until
+        when; the notification planner sends nothing for a silenced alert, and an alert whose
+        silence ended while it is still open notifies then."""
+        s = self._silence_for(a, now)
+        was = a.extra.get("silenced")
+        if s is None and was is None:
+            return
+        if s is not None and was is not None and was.get("id") == s.id:
+            return
+        if s is None:
+            del a.extra["silenced"]
+        else:
+            a.extra["silenced"] = {
+                "id": s.id, "kind": s.kind, "owner": s.owner, "reason": s.reason, "until": s.ends_at,
+            }  # fmt: skip
+        if emit:
+            self._emit(a)
+
+    def maintenance(self, device_id: str) -> Silence | None:
+        """The maintenance window the device is in, if any: it raises nothing meanwhile and
+        the dashboard marks its readings."""
+        return self._maintenance.get(device_id)
+
     # -- queries ----------------------------------------------------------------------------
+
+    def pending(self, now: float) -> list[dict[str, Any]]:
+        """The conditions whose ``for`` delay is running (not yet alerts), and devices down that
+        wait for their group (``incident_wait``): what, since when, and when it raises if it
+        still holds; soonest first."""
+        out: list[dict[str, Any]] = []
+        for ev in self._evaluators:
+            for p in pending_of(ev):
+                dev = self._devices[p.device_id]
+                out.append({
+                    "rule_id": ev.rule.id, "device_id": p.device_id, "metric": ev.rule.metric,
+                    "severity": str(ev.rule.severity), "since": p.since, "due": p.due,
+                    "message": f"{dev.display_name}{self._where(dev)}: {ev.rule.id} since "
+                    f"{self._clock_time(p.since)}, raises at {self._clock_time(p.due)} if it still holds",
+                })  # fmt: skip
+        for d, event in self._down.items():
+            if (OFFLINE_RULE_ID, d) in self._active or d in self._covered or d in self._maintenance:
+                continue
+            dev = self._devices[d]
+            due = max(event.ts, self._uncovered_at.get(d, event.ts)) + self._wait
+            out.append({
+                "rule_id": OFFLINE_RULE_ID, "device_id": d, "metric": "", "severity": "warning",
+                "since": event.ts, "due": due,
+                "message": f"{dev.display_name}{self._where(dev)}: not answering since "
+                f"{self._clock_time(event.ts)}; waiting for the rest of its group until {self._clock_time(due)}",
+            })  # fmt: skip
+        return sorted(out, key=lambda p: p["due"])
 
     def active(self) -> list[Alert]:
         return sorted(self._active.values(), key=lambda a: a.started_at)
+
+    def resolve(self, alert_id: str, by: str, ts: float, note: str = "") -> Alert | None:
+        """Resolve an open alert by hand (who, when, why): it is raised again — a new alert —
+        if its condition still holds at the next reading or tick."""
+        for key, a in self._active.items():
+            if a.id == alert_id:
+                a.extra["resolved_by"] = by
+                if note:
+                    a.extra["resolve_note"] = note
+                self._by_hand[key] = (by, ts)
+                self._resolve(key, ts)
+                return a
+        return None
 
     def acknowledge(self, alert_id: str, by: str, ts: float, note: str = "") -> Alert | None:
         for a in self._active.values():
@@ -249,6 +455,11 @@ class AlertEngine:
             value=value,
             extra=extra or {},
         )
+        by_hand = self._by_hand.pop(key, None)
+        if by_hand is not None:
+            alert.message += f" — still so after {by_hand[0]} resolved it by hand at {self._clock_time(by_hand[1])}"
+        if self._silences:
+            self._mark_silenced(alert, max(since, self._now), emit=False)
         self._active[key] = alert
         log.debug("raised %s", msg)
         self._emit(alert)
@@ -261,7 +472,13 @@ class AlertEngine:
         alert.state = AlertState.RESOLVED
         alert.resolved_at = ts
         duration = max(0.0, ts - alert.started_at)
+        by = alert.extra.get("resolved_by")
         summary = f"resolved {self._clock_time(ts)} after {fmt_duration(duration)}"
+        if by:
+            note = alert.extra.get("resolve_note")
+            summary = f"resolved by hand by {by} at {self._clock_time(ts)} after {fmt_duration(duration)}" + (
+                f" ({note})" if note else ""
+            )
         resolution: dict[str, Any] = {"resolved_at": ts, "duration_s": duration}
         worst = alert.extra.get("worst")
         if isinstance(worst, int | float) and not isinstance(worst, bool):

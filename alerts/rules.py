@@ -71,6 +71,16 @@ class Resolve:
 Condition = Raise | Update | Resolve
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A condition that holds on ``device_id`` since ``since`` and raises an alert at ``due``
+    if it still holds then (the ``for`` delay running): what the dashboard shows as pending."""
+
+    device_id: str
+    since: float
+    due: float
+
+
 class RuleContext(Protocol):
     """What an evaluator asks of the engine."""
 
@@ -95,6 +105,12 @@ class Evaluator(Protocol):
         """The device stopped answering: what was pending stops (a reading that does not come
         is neither in nor out of range); open alerts stay open."""
         ...
+
+
+def pending_of(ev: Evaluator) -> list[Pending]:
+    """The evaluator's conditions waiting for their delay (kinds without a delay: none)."""
+    fn = getattr(ev, "pending", None)
+    return list(fn()) if fn is not None else []
 
 
 def fmt_duration(seconds: float) -> str:
@@ -179,6 +195,14 @@ class ThresholdEvaluator:
         self._pending.pop(device_id, None)
         return []
 
+    def pending(self) -> list[Pending]:
+        delay = self.ctx.delay(self.rule.for_)
+        return [
+            Pending(dev, p.since, p.since + delay)
+            for dev, p in self._pending.items()
+            if delay > 0 and self.ctx.open_alert(self.rule.id, dev) is None
+        ]
+
     def _raise(self, dev: str, p: _Pending, ts: float) -> Raise:
         rule = self.rule
         unit = self.ctx.unit(dev, rule.metric)
@@ -259,6 +283,15 @@ class RangeEvaluator:
     def on_outage(self, device_id: str, ts: float) -> list[Condition]:
         self._pending.pop(device_id, None)
         return []
+
+    def pending(self) -> list[Pending]:
+        out = []
+        for dev, p in self._pending.items():
+            alert = self.ctx.open_alert(self.rule.id, dev)
+            delay = self._delay(p.side)
+            if delay > 0 and (alert is None or alert.extra.get("side") != p.side):
+                out.append(Pending(dev, p.since, p.since + delay))
+        return out
 
     def _raise(self, dev: str, p: _Pending, ts: float) -> Raise:
         rule = self.rule
@@ -572,6 +605,14 @@ class StateEvaluator:
         self._since.pop(device_id, None)
         return []
 
+    def pending(self) -> list[Pending]:
+        delay = self.ctx.delay(self.rule.for_)
+        return [
+            Pending(dev, since, since + delay)
+            for dev, (since, _) in self._since.items()
+            if delay > 0 and self.ctx.open_alert(self.rule.id, dev) is None
+        ]
+
 
 class SensorFailureEvaluator:
     """``kind: sensor_failure``: the device reports the metric as invalid (quality bad: a
@@ -611,6 +652,14 @@ class SensorFailureEvaluator:
     def on_outage(self, device_id: str, ts: float) -> list[Condition]:
         self._since.pop(device_id, None)
         return []
+
+    def pending(self) -> list[Pending]:
+        delay = self.ctx.delay(self.rule.for_)
+        return [
+            Pending(dev, since, since + delay)
+            for dev, since in self._since.items()
+            if delay > 0 and self.ctx.open_alert(self.rule.id, dev) is None
+        ]
 
 
 def make_evaluator(rule: AnyRule, ctx: RuleContext) -> Evaluator:

@@ -61,17 +61,25 @@ def event_for(
 ) -> tuple[str, float, str, str | None] | None:
     """The event of one change of an alert, as (kind, ts, actor, note), or None when nothing
     changed: raised (first seen), acknowledged (active -> acknowledged: by whom, its note),
-    resolved, reopened (resolved -> open again), changed (message, severity, value …)."""
+    resolved (by the engine, or by hand: by whom, the note), reopened (resolved -> open again),
+    silenced / unsilenced (a silence or maintenance window began or ended while it is open: by
+    its owner, its reason), changed (message, severity, value …)."""
     state = new["state"]
     if prev is None:
         return "raised", now, ENGINE_ACTOR, new["message"]
     if prev["state"] != AlertState.RESOLVED and state == AlertState.RESOLVED:
-        return "resolved", new["resolved_at"] or now, ENGINE_ACTOR, None
+        by = new["extra"].get("resolved_by")
+        return "resolved", new["resolved_at"] or now, by or ENGINE_ACTOR, new["extra"].get("resolve_note")
     if prev["state"] == AlertState.RESOLVED and state != AlertState.RESOLVED:
         return "reopened", now, ENGINE_ACTOR, new["message"]
     if prev["state"] == AlertState.ACTIVE and state == AlertState.ACKNOWLEDGED:
         note = new["extra"].get("ack_note")
         return "acknowledged", new["acknowledged_at"] or now, new["acknowledged_by"] or "", note
+    silenced, was = new["extra"].get("silenced"), (prev["extra"] or {}).get("silenced")
+    if silenced and not was:
+        return "silenced", now, silenced.get("owner") or ENGINE_ACTOR, silenced.get("reason")
+    if was and not silenced:
+        return "unsilenced", now, ENGINE_ACTOR, new["message"]
     if any(prev[f] != new[f] for f in _FIELDS):
         return "changed", now, ENGINE_ACTOR, new["message"]
     return None

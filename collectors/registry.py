@@ -36,6 +36,7 @@ class LinkStatus:
     down_since: float | None
     impact: str  # what the coordinator misses while it is down
     action: str  # what to do
+    devices: tuple[str, ...] = ()  # the devices heard through it (their silence is its fault)
 
 
 @dataclass(slots=True)
@@ -176,6 +177,7 @@ class MqttSubscriber:
             raise ValueError("the site has MQTT devices but no `mqtt:` broker section")
         self.broker = broker
         self.mqtt = MqttCollector(broker, devices, ctx.health.__getitem__, ctx.accept, clock=ctx.clock)
+        self.device_ids = tuple(d.id for d in devices)
         self._started = False
 
     async def start(self) -> None:
@@ -210,6 +212,7 @@ class MqttSubscriber:
                     down_since=m.disconnected_since,
                     impact="smart shelves and sensors are not heard (their messages wait at the broker)",
                     action="check the broker, then call IT",
+                    devices=self.device_ids,
                 )
             ],
         )

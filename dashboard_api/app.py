@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 from dashboard_api.state import MonitorState
 
 from . import errors
-from .routers import alerts, devices, health, telemetry
+from .routers import alerts, devices, health, silences, telemetry
 
 STATIC = Path(__file__).parent / "static"
 
@@ -27,6 +27,7 @@ def create_app(state: MonitorState) -> FastAPI:
     errors.install(app)
     app.include_router(devices.router)
     app.include_router(alerts.router)
+    app.include_router(silences.router)
     app.include_router(health.router)
     app.include_router(telemetry.router)
 

@@ -36,6 +36,9 @@ class ReadingOut(BaseModel):
         "heard any more: the value is its last known one)"
     )
     age_s: float = Field(description="seconds since `ts`, at the time of the response")
+    maintenance: bool = Field(
+        default=False, description="the device is in a maintenance window: the value is not evaluated by any rule"
+    )
 
 
 class OpenAlertRef(BaseModel):
@@ -64,6 +67,9 @@ class DeviceOut(BaseModel):
     )
     open_alerts: list[OpenAlertRef]
     readings: dict[str, ReadingOut]
+    maintenance: dict[str, Any] | None = Field(
+        default=None, description="the maintenance window it is in (id, owner, reason, until); null when none"
+    )
 
 
 class AlertOut(BaseModel):
@@ -79,6 +85,42 @@ class AlertOut(BaseModel):
     resolved_at: float | None
     acknowledged_at: float | None
     acknowledged_by: str | None
+    silenced: dict[str, Any] | None = Field(
+        default=None,
+        description="the silence or maintenance window keeping it from notifying anyone: "
+        "id, kind, owner, reason, until (Unix seconds); null when none",
+    )
+    resolved_by: str | None = Field(default=None, description="who resolved it by hand (null: it resolved by itself)")
+    note: str | None = Field(default=None, description="the acknowledgement's or the manual resolution's note")
+
+
+class PendingOut(BaseModel):
+    """A condition whose delay is running: it becomes an alert at ``due`` if it still holds."""
+
+    rule_id: str
+    device_id: str
+    metric: str
+    severity: Severity
+    since: float
+    due: float
+    message: str
+
+
+SilenceKind = Literal["silence", "maintenance"]
+
+
+class SilenceOut(BaseModel):
+    id: str
+    kind: SilenceKind
+    device_id: str | None
+    location: str | None
+    rule_id: str | None
+    owner: str
+    reason: str
+    starts_at: float
+    ends_at: float
+    created_at: float
+    cancelled_at: float | None
 
 
 class HealthOut(BaseModel):

@@ -35,6 +35,15 @@ class MonitorState:
     dead_letters: Any = None
     metrics_text: Callable[[], str] | None = None
     mqtt: Any = None  # the MQTT collector (bad-message counts and dead letters), if any
+    # silences and maintenance windows (eqmon/db/repos.py SilenceRepo), the audit log, and what
+    # to call after a change so that the engine applies it at once
+    silences: Any = None
+    audit_log: Any = None
+    silences_changed: Callable[[], None] = lambda: None
+
+    def audit(self, action: str, subject: str, detail: dict[str, Any], actor: str) -> None:
+        if self.audit_log is not None:
+            self.audit_log.add(actor=actor, action=action, subject=subject, detail=detail, ts=self.clock())
 
     def record(self, readings: Sequence[Reading]) -> None:
         for r in readings:
@@ -44,6 +53,7 @@ class MonitorState:
         d = self.site.device(device_id)
         h = self.health[device_id].snapshot()
         readings = self.latest.get(device_id, {})
+        work = self.engine.maintenance(device_id)
         return {
             "id": d.id,
             "name": d.display_name,
@@ -61,8 +71,11 @@ class MonitorState:
                 {"id": a.id, "severity": str(a.severity), "metric": a.metric}
                 for a in self.engine.active() if a.device_id == device_id
             ],
-            "readings": self.readings_view(readings, h.state),
-        }
+            "readings": self.readings_view(readings, h.state, maintenance=work is not None),
+            "maintenance": None if work is None else {
+                "id": work.id, "owner": work.owner, "reason": work.reason, "until": work.ends_at,
+            },
+        }  # fmt: skip
 
     def devices_view(self) -> list[dict[str, Any]]:
         return [self.device_view(d.id) for d in self.site.devices]
@@ -75,10 +88,13 @@ class MonitorState:
         resolved = [a for a in self.alert_store.recent(limit) if a.id not in seen]
         return open_alerts + resolved[: max(0, limit - len(open_alerts))]
 
-    def readings_view(self, readings: dict[str, Reading], state: DeviceState) -> dict[str, dict[str, Any]]:
+    def readings_view(
+        self, readings: dict[str, Reading], state: DeviceState, *, maintenance: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """Latest readings by metric with their age (``age_s``, seconds). While the device is
         not heard (offline, stale, unknown, misconfigured), its last values are served as
-        quality ``stale``, never ``good``; a ``bad`` value stays ``bad``."""
+        quality ``stale``, never ``good``; a ``bad`` value stays ``bad``. While the device is in
+        a maintenance window its readings say so (``maintenance: true``: not evaluated)."""
         now = self.clock()
         silent = state in NOT_HEARD
         out: dict[str, dict[str, Any]] = {}
@@ -86,7 +102,7 @@ class MonitorState:
             quality = Quality.STALE if silent and r.quality == Quality.GOOD else r.quality
             out[m] = {
                 "value": r.value, "unit": r.unit, "ts": r.ts, "quality": str(quality),
-                "age_s": round(max(0.0, now - r.ts), 1),
+                "age_s": round(max(0.0, now - r.ts), 1), "maintenance": maintenance,
             }  # fmt: skip
         return out
 

@@ -1057,6 +1057,11 @@ RULE_KINDS = ("threshold", "range", "cumulative_excursion", "rate_of_change", "s
 
 class Alerts(_Model):
     rules: list[AlertRule] = Field(default_factory=list)
+    # How long a device that stopped answering waits for the others behind its gateway, its
+    # MQTT broker or in its location before it raises its own "device offline" alert: if they
+    # all go quiet, one incident is raised for them instead (alerts/incidents.py). Devices
+    # that share nothing with another device raise at once.
+    incident_wait: Duration = 60.0
 
 
 class Contact(_Model):

@@ -107,6 +107,9 @@ class Alert:
             "resolved_at": self.resolved_at,
             "acknowledged_at": self.acknowledged_at,
             "acknowledged_by": self.acknowledged_by,
+            "silenced": self.extra.get("silenced"),
+            "resolved_by": self.extra.get("resolved_by"),
+            "note": self.extra.get("resolve_note") or self.extra.get("ack_note"),
         }
 
 

@@ -38,7 +38,7 @@ from dashboard_api.state import MonitorState
 from eqmon import db
 from eqmon.bus import Bus
 from eqmon.config import DEFAULT_NOTIFICATIONS, MqttBroker, Site
-from eqmon.db.repos import OutboxRepo, queue_notifications
+from eqmon.db.repos import AuditLog, OutboxRepo, SilenceRepo, queue_notifications
 from eqmon.domain import Alert, Reading
 
 from .metrics import SelfMetrics
@@ -124,8 +124,12 @@ class Service:
             site, on_change=self._on_alert, delay_scale=delay_scale, active=self.alert_store.open_alerts()
         )
         self.links = LinkWatch(self.engine)
+        # Silences and maintenance windows: read from the database at start, every few seconds
+        # and whenever the API changes one (refresh_silences).
+        self.silences = SilenceRepo(self.db)
+        self.refresh_silences()
         for a in self.engine.active():  # escalations and repeats go on from each alert's raise
-            raised = [e["ts"] for e in self.alert_store.events(a.id) if e["kind"] in ("raised", "reopened")]
+            raised = [e["ts"] for e in self.alert_store.events(a.id) if e["kind"] in ("raised", "reopened", "unsilenced")]
             self.planner.restore(a, raised[-1] if raised else a.started_at)
 
         # Telemetry: collectors -> durable spool -> one runner per sink, each with its cursor.
@@ -194,6 +198,9 @@ class Service:
             history=history,
             dead_letters=self.dead_letters,
             mqtt=self.mqtt,
+            silences=self.silences,
+            audit_log=AuditLog(self.db),
+            silences_changed=self.refresh_silences,
         )
         # Subscribers, in order: the latest values first (what the API shows), then the engine.
         self.bus.subscribe_readings("latest-values", self.state.record)
@@ -362,6 +369,12 @@ class Service:
         while True:
             await asyncio.sleep(1.0)
             now = self.clock()
+            if now - self._silences_read >= 5.0:
+                await self._reread_silences(now)
+            for c in self.collectors:
+                for link in c.status().links:
+                    if link.devices:
+                        self.engine.on_link(link.key, not link.up, link.devices)
             self.engine.tick(now)
             self._notify_due(now)
             for c in self.collectors:
@@ -383,6 +396,22 @@ class Service:
                     await self._write_self_metrics(now)
                 except SpoolFull:
                     pass  # counted by the spool; the next interval tries again
+
+    def refresh_silences(self) -> None:
+        """Hand the engine the silences and maintenance windows as stored now (on the loop:
+        start-up and the API after a change)."""
+        now = self.clock()
+        self._silences_read = now
+        self.engine.set_silences(self.silences.current(now), now)
+
+    async def _reread_silences(self, now: float) -> None:
+        self._silences_read = now
+        try:
+            current = await asyncio.to_thread(self.silences.current, now)
+        except Exception:  # the database is away: the silences known so far stay in force
+            log.exception("silences: cannot read them from the state database; trying again")
+            return
+        self.engine.set_silences(current, now)
 
     def _notify_due(self, now: float) -> None:
         """Escalations, repeats and storm digests that came due: into the outbox."""

@@ -40,7 +40,8 @@ def test_latest_values_turn_stale_while_the_device_is_not_heard(tmp_path: Path) 
         ])  # fmt: skip
         clock.t = T0 + 2
         now = readings()
-        assert now["temperature_c"] == {"value": 4.5, "unit": "°C", "ts": T0, "quality": "good", "age_s": 2.0}
+        assert now["temperature_c"] == {
+            "value": 4.5, "unit": "°C", "ts": T0, "quality": "good", "age_s": 2.0, "maintenance": False}
         assert now["door_open"]["quality"] == "bad"
 
         # offline: the last values are stale, with their age; the bad one stays bad

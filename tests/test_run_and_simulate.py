@@ -84,7 +84,9 @@ def write_site(data: dict[str, Any], tmp_path: Path) -> tuple[Path, str]:
 @pytest.mark.integration
 def test_run_against_simulate(tmp_path: Path) -> None:
     with MosquittoServer() as broker:
-        site_file, api = write_site(example_on_free_ports(mqtt_port=broker.port), tmp_path)
+        data = example_on_free_ports(mqtt_port=broker.port)
+        data["alerts"]["incident_wait"] = "3s"
+        site_file, api = write_site(data, tmp_path)
         sim_log, run_log = tmp_path / "simulate.log", tmp_path / "run.log"
         sim = start("simulate", "--config", str(site_file), log=sim_log)
         data_dir = str(tmp_path / "data")
@@ -103,16 +105,25 @@ def test_run_against_simulate(tmp_path: Path) -> None:
             assert any(k.startswith("mqtt_") for k in counters), counters
             assert not {k: v for k, v in counters.items() if k.startswith("mqtt_bad_") and v}, counters
 
-            # The simulators stop: the Modbus devices go offline and raise "device offline".
+            # The simulators stop: the Modbus devices go offline. The clean utility room has
+            # nothing else (fridge-1, freezer-1): one incident for the room; fridge-2 shares
+            # nothing and warmer-1 shares its linen bay with a shelf that still reports: their
+            # own "device offline" alerts.
             stop(sim, sim_log)
-            expected = ["freezer-1", "fridge-1", "fridge-2", "warmer-1"]
+            expected = [
+                ("device-offline", "fridge-2"), ("device-offline", "warmer-1"),
+                ("incident-location", "location:Ward 4B clean utility room"),
+            ]  # fmt: skip
             deadline = time.monotonic() + 30
-            offline: list[str] = []
+            offline: list[tuple[str, str]] = []
             while offline != expected:
                 assert time.monotonic() < deadline, f"device-offline alerts: {offline}"
                 time.sleep(0.2)
                 alerts = get(f"{api}/api/v1/alerts?open_only=true")
-                offline = sorted(a["device_id"] for a in alerts if a["rule_id"] == "device-offline")
+                offline = sorted(
+                    (a["rule_id"], a["device_id"]) for a in alerts
+                    if a["rule_id"] == "device-offline" or a["rule_id"].startswith("incident-")
+                )  # fmt: skip
             run_out = stop(run, run_log)
             assert "Traceback" not in run_out, run_out
             # One log line per device going offline, not one per failed poll.

@@ -46,6 +46,7 @@ class _Tracked:
     raised_at: float
     repeats: int = 0  # the last repeat number planned
     levels: int = 0  # the last escalation level planned
+    quiet: bool = False  # silenced since it was raised: nobody was told, so no resolved notice
 
 
 @dataclass
@@ -74,8 +75,13 @@ class NotificationPlanner:
 
     # -- routing ----------------------------------------------------------------------------
 
+    def _location(self, a: Alert) -> str | None:
+        """The device's location; an incident's own (alerts/incidents.py)."""
+        loc = self._locations.get(a.device_id) or a.extra.get("location")
+        return loc if isinstance(loc, str) and loc else None
+
     def _routes(self, a: Alert) -> list[Route]:
-        loc = self._locations.get(a.device_id)
+        loc = self._location(a)
         return [
             r
             for r in self.settings.routes
@@ -149,21 +155,29 @@ class NotificationPlanner:
         mid = message_id(a.id, label, t.channel, t.recipient)
         doc = document(
             msg_id=mid, event=event, sequence=seq, text=text, site=self.site.site.name, channel=t.channel,
-            contact=t.contact, created_at=now, alert=alert_fields(a, self._locations.get(a.device_id)),
+            contact=t.contact, created_at=now, alert=alert_fields(a, self._location(a)),
         )  # fmt: skip
         return {"message_id": mid, "alert_id": a.id, "channel": t.channel, "recipient": t.recipient, "payload": doc}
 
     def on_change(self, a: Alert, kind: str, ts: float) -> list[Row]:
         """Rows for one saved change of an alert (``kind`` from the alert store)."""
-        if kind in ("raised", "reopened"):
-            self._open[a.id] = _Tracked(a, ts)
+        if kind in ("raised", "reopened", "unsilenced"):
+            # A silenced alert tells nobody; when its silence ends while it is still open and
+            # unacknowledged, it is told then ("unsilenced") and escalates from then.
+            silenced = bool(a.extra.get("silenced"))
+            self._open[a.id] = _Tracked(a, ts, quiet=silenced)
             targets = [t for r in self._routes(a) for t in self.levels(r)[0]]
-            if not targets or (kind == "raised" and self._storm_holds(a, ts)):
+            if silenced or a.state != AlertState.ACTIVE or not targets:
+                return []
+            if kind == "raised" and self._storm_holds(a, ts):
                 return []
             seq = 0 if kind == "raised" else int(ts)
-            return self._dedup([self._row(a, kind, seq, a.message, t, ts) for t in targets])
+            text = a.message if kind != "unsilenced" else f"SILENCE ENDED, still open: {a.message}"
+            return self._dedup([self._row(a, kind, seq, text, t, ts) for t in targets])
         if kind == "resolved":
             tracked = self._open.pop(a.id, None)
+            if tracked is not None and tracked.quiet:
+                return []
             raised_at = tracked.raised_at if tracked is not None else a.started_at
             held = [h for h, _ in self._storm.held if h.id == a.id]
             if held:  # still waiting in a digest: say it there, as resolved
@@ -181,14 +195,14 @@ class NotificationPlanner:
 
     def restore(self, a: Alert, raised_at: float) -> None:
         """An alert open at start-up: escalation and repeats go on from its raise."""
-        self._open[a.id] = _Tracked(a, raised_at)
+        self._open[a.id] = _Tracked(a, raised_at, quiet=bool(a.extra.get("silenced")))
 
     def due(self, now: float) -> list[Row]:
         """Escalations, repeats and storm digests due at ``now``."""
         rows: list[Row] = []
         for tr in list(self._open.values()):
             a = tr.alert
-            if a.state != AlertState.ACTIVE:
+            if a.state != AlertState.ACTIVE or a.extra.get("silenced"):
                 continue
             for r in self._routes(a):
                 lv = self.levels(r)
@@ -252,7 +266,7 @@ class NotificationPlanner:
             doc = document(
                 msg_id=mid, event="digest", sequence=len(alerts), text=text, site=self.site.site.name,
                 channel=t.channel, contact=t.contact, created_at=now, alert=None,
-                alerts=[alert_fields(a, self._locations.get(a.device_id)) for a in alerts],
+                alerts=[alert_fields(a, self._location(a)) for a in alerts],
             )  # fmt: skip
             rows.append({"message_id": mid, "alert_id": None, "channel": t.channel, "recipient": t.recipient, "payload": doc})
         return rows

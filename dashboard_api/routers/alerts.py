@@ -1,4 +1,5 @@
-"""Alerts: open ones first, then recent resolved ones; acknowledgement.
+"""Alerts: open ones first, then recent resolved ones; pending conditions; acknowledgement and
+resolution by hand.
 
 Both routes are ``async def``: they run on the service's event loop, the only writer of the
 alert engine and the alert store (see state.py)."""
@@ -12,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from ..deps import StateDep
 from ..errors import BODY_ERRORS, ERROR_RESPONSES, NOT_FOUND, show
-from ..models import AlertOut
+from ..models import AlertOut, PendingOut
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERROR_RESPONSES)
 
@@ -26,11 +27,18 @@ def _valid_text(v: str) -> str:
     return v
 
 
+Who = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_valid_text)]
+Note = Annotated[str, StringConstraints(max_length=500), AfterValidator(_valid_text)]
+
+
 class AckRequest(BaseModel):
-    by: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), AfterValidator(_valid_text)
-    ] = Field(description="who takes it on")
-    note: Annotated[str, StringConstraints(max_length=500), AfterValidator(_valid_text)] = ""
+    by: Who = Field(description="who takes it on")
+    note: Note = ""
+
+
+class ResolveRequest(BaseModel):
+    by: Who = Field(description="who resolves it")
+    note: Note = Field(default="", description="why: what was done (kept in the alert's history)")
 
 
 @router.get("", response_model=list[AlertOut])
@@ -40,6 +48,23 @@ async def list_alerts(
     limit: int = Query(200, ge=1, le=1000, description="at most this many alerts"),
 ) -> list[dict[str, Any]]:
     return [a.as_dict() for a in state.alerts_view(include_resolved=not open_only, limit=limit)]
+
+
+@router.get("/pending", response_model=list[PendingOut])
+async def pending(state: StateDep) -> list[dict[str, Any]]:
+    """Conditions whose delay is running (a fridge above 8 °C for 12 of its 60 minutes), soonest
+    first: not alerts yet, nobody is notified; each raises at ``due`` if it still holds."""
+    return state.engine.pending(state.clock())
+
+
+@router.post("/{alert_id}/resolve", response_model=AlertOut, responses={**NOT_FOUND, **BODY_ERRORS})
+async def resolve(body: ResolveRequest, state: StateDep, alert_id: str = Path(max_length=200)) -> dict[str, Any]:
+    """Resolve an open alert by hand, with who and why. If its condition still holds, the
+    engine raises it again (a new alert) at the next reading or within a second."""
+    alert = state.engine.resolve(alert_id, body.by, state.clock(), body.note)
+    if alert is None:
+        raise HTTPException(404, f"no open alert {show(alert_id)!r}")
+    return alert.as_dict()
 
 
 @router.post("/{alert_id}/ack", response_model=AlertOut, responses={**NOT_FOUND, **BODY_ERRORS})

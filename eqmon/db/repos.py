@@ -19,6 +19,7 @@ from .engine import writing
 from .schema import audit_log, notification_outbox, silences
 
 OutboxState = Literal["pending", "sent", "failed"]
+SilenceKind = Literal["silence", "maintenance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +34,21 @@ class Silence:
     location: str | None = None
     rule_id: str | None = None
     cancelled_at: float | None = None
+    # "silence": matching alerts are raised and kept but nobody is notified; "maintenance":
+    # the matching devices raise nothing (a device or a location; no rule).
+    kind: SilenceKind = "silence"
+
+    def in_force(self, at: float) -> bool:
+        return self.cancelled_at is None and self.starts_at <= at < self.ends_at
+
+    def as_dict(self) -> dict[str, Any]:
+        return _fields(self)
 
     def matches(self, *, device_id: str, location: str | None, rule_id: str, at: float) -> bool:
         """Whether it silences an alert of that device, location and rule at ``at``: in its
         window, not cancelled, and every matcher it sets equal."""
         return (
-            self.cancelled_at is None
-            and self.starts_at <= at < self.ends_at
+            self.in_force(at)
             and (self.device_id is None or self.device_id == device_id)
             and (self.location is None or self.location == location)
             and (self.rule_id is None or self.rule_id == rule_id)
@@ -61,15 +70,18 @@ class SilenceRepo:
         location: str | None = None,
         rule_id: str | None = None,
         created_at: float | None = None,
+        kind: SilenceKind = "silence",
     ) -> Silence:
         if device_id is None and location is None and rule_id is None:
             raise ValueError("a silence needs a device, a location or a rule to match")
+        if kind == "maintenance" and (rule_id is not None or (device_id is None and location is None)):
+            raise ValueError("a maintenance window is for a device or a location, not a rule")
         if ends_at <= starts_at:
             raise ValueError("a silence must end after it starts")
         s = Silence(
             id=uuid.uuid4().hex, owner=owner, reason=reason, starts_at=starts_at, ends_at=ends_at,
             created_at=time.time() if created_at is None else created_at,
-            device_id=device_id, location=location, rule_id=rule_id,
+            device_id=device_id, location=location, rule_id=rule_id, kind=kind,
         )  # fmt: skip
         with writing(self._engine) as conn:
             conn.execute(insert(silences).values(**_fields(s)))
@@ -84,6 +96,17 @@ class SilenceRepo:
                 .values(cancelled_at=time.time() if at is None else at)
             )
             return done.rowcount == 1
+
+    def current(self, now: float) -> list[Silence]:
+        """Every silence not cancelled that has not ended by ``now`` (in force or to come)."""
+        q = select(silences).where(silences.c.cancelled_at.is_(None), silences.c.ends_at > now)
+        with self._engine.connect() as conn:
+            return [Silence(**dict(r)) for r in conn.execute(q.order_by(silences.c.starts_at)).mappings()]
+
+    def get(self, silence_id: str) -> Silence | None:
+        with self._engine.connect() as conn:
+            r = conn.execute(select(silences).where(silences.c.id == silence_id)).mappings().first()
+            return None if r is None else Silence(**dict(r))
 
     def list(self, *, active_at: float | None = None, limit: int = 1000) -> list[Silence]:
         """Silences by start, newest first; with ``active_at`` only those in force then."""

@@ -88,11 +88,13 @@ alert_events = Table(
     Index("ix_alert_events_ts", "ts"),
 )
 
-# Silences: no notification for alerts matching device, location and/or rule in a time window.
+# Silences: no notification for alerts matching device, location and/or rule in a time window;
+# a maintenance window (kind "maintenance"): its devices raise nothing at all.
 silences = Table(
     "silences",
     metadata,
     Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False, server_default="silence"),
     Column("device_id", String(200)),
     Column("location", Text),
     Column("rule_id", String(200)),
@@ -103,6 +105,7 @@ silences = Table(
     Column("created_at", Double, nullable=False),
     Column("cancelled_at", Double),
     CheckConstraint("ends_at > starts_at", name="window"),
+    CheckConstraint("kind IN ('silence', 'maintenance')", name="kind"),
     CheckConstraint(
         "device_id IS NOT NULL OR location IS NOT NULL OR rule_id IS NOT NULL", name="matcher"
     ),
