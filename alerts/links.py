@@ -26,6 +26,9 @@ class LinkFacts:
     impact: str
     action: str
     detail: str = ""  # the last error, shown in brackets
+    # the devices heard through the link (their names): one warning for all of them, their own
+    # "device offline" alerts held while it is down (alerts/engine.py on_link)
+    devices: tuple[str, ...] = ()
 
 
 class LinkWatch:
@@ -39,11 +42,13 @@ class LinkWatch:
             since = link.down_since
             if since is not None and now - since >= link.grace:
                 detail = f" ({link.detail})" if link.detail else ""
+                names = ", ".join(link.devices[:6]) + (f" and {len(link.devices) - 6} more" if len(link.devices) > 6 else "")
+                heard = f" ({len(link.devices)} devices: {names})" if link.devices else ""
                 self.engine.raise_system(
                     link.key,
                     Severity.WARNING,
                     f"WARNING eqmon: {link.what} since {self.engine.clock_time(since)}{detail}; "
-                    f"{link.impact} — {link.action}",
+                    f"{link.impact}{heard} — {link.action}",
                     since,
                 )
             elif since is None:

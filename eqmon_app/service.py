@@ -432,6 +432,7 @@ class Service:
                 grace=BROKER_GRACE,
                 impact=link.impact,
                 action=link.action,
+                devices=tuple(self.site.device(d).display_name for d in link.devices),
             )
             for c in self.collectors
             for link in c.status().links

@@ -50,6 +50,8 @@ def test_broker_outage_is_one_alert_not_one_per_device(tmp_path: Path, monkeypat
             broker.stop()
             await asyncio.sleep(4)  # past the grace and past every shelf's stale_after
             seen.append(open_rules(service))
+            (link,) = service.engine.active()
+            assert "(3 devices: shelf-0, shelf-1, shelf-2) — check the broker" in link.message, link.message
             broker.start()
             assert service.mqtt is not None
             await wait_until(lambda: service.mqtt.connected, 40, "reconnected")  # type: ignore[union-attr]

@@ -127,6 +127,35 @@ def test_routes_escalation_repeat_ack_and_resolved_notice() -> None:
     assert res[0]["payload"]["text"].startswith("RESOLVED after 67 min: CRITICAL Fridge")
 
 
+def test_a_silenced_alert_notifies_nobody_until_its_silence_ends_then_escalates_from_then() -> None:
+    site = _site()
+    p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    quiet = {"id": "s1", "kind": "silence", "owner": "Sam", "reason": "defrost", "until": 4000.0}
+    a = _alert(extra={"silenced": quiet})
+    assert p.on_change(a, "raised", 1000.0) == []
+    assert p.due(1000.0 + 3600) == []  # no escalation, no repeat while silenced
+    loud = _alert()
+    rows = p.on_change(loud, "unsilenced", 4000.0)
+    assert _to(rows) == {("mail", "ann@example.org"), ("hook", "http://127.0.0.1:9/desk")}
+    assert {r["payload"]["event"] for r in rows} == {"unsilenced"}
+    assert rows[0]["payload"]["text"].startswith("SILENCE ENDED, still open: CRITICAL Fridge")
+    assert p.due(4000.0 + 599) == []  # escalation counts from the end of the silence
+    assert _to(p.due(4000.0 + 600)) == {("mail", "bob@example.org")}
+    # silenced all its life: no resolved notice either
+    b = _alert("b1", extra={"silenced": quiet})
+    p.on_change(b, "raised", 1000.0)
+    assert p.on_change(_alert("b1", state=AlertState.RESOLVED, resolved_at=2000.0), "resolved", 2000.0) == []
+
+
+def test_an_incident_is_routed_by_its_location() -> None:
+    site = _site()
+    p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    incident = _alert("i1", device="location:Ward 4B", rule_id="incident-location", extra={"location": "Ward 4B"})
+    rows = p.on_change(incident, "raised", 1000.0)
+    assert ("mail", "ann@example.org") in _to(rows)  # the Ward 4B route
+    assert rows[0]["payload"]["alert"]["location"] == "Ward 4B"
+
+
 def test_location_and_severity_select_routes_and_storms_become_a_digest() -> None:
     site = _site()
     p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
