@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -1421,9 +1422,24 @@ SCENARIO_FAULTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def check_timezone(v: str) -> str:
+    """An IANA time zone name that this machine knows (``Europe/London``, ``UTC``)."""
+    try:
+        ZoneInfo(v)
+    except (KeyError, ValueError, OSError):  # not found (a KeyError), a directory ("Europe"), a path
+        raise ValueError(f"unknown time zone {_short(v)}: expected an IANA name such as Europe/London or UTC") from None
+    return v
+
+
 class SiteInfo(_Model):
     name: str
+    # Alert times, shift reports and notification rotas are in this time zone.
     timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, v: str) -> str:
+        return check_timezone(v)
 
 
 class Site(_Model):

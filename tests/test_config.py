@@ -69,6 +69,16 @@ def test_rules_must_name_existing_devices() -> None:
     assert "no device with id 'warmer-9'" in exc.value.issues[0].message
 
 
+@pytest.mark.parametrize("tz", ["Mars/Base", "Europe", "europe/london", "../etc/localtime", ""])
+def test_unknown_time_zone_is_a_site_file_error(tz: str) -> None:
+    # Alert times, shift reports and notification rotas are in the site's time zone.
+    text = "site:\n  name: x\n  timezone: '{}'\ndevices: [{{id: a, kind: k, protocol: modbus, host: h, registers: [{{name: t, address: 0}}]}}]\n"
+    with pytest.raises(ConfigError) as exc:
+        parse_site(text.format(tz), "s.yaml")
+    assert str(exc.value) == f"s.yaml: site.timezone: unknown time zone {tz!r}: expected an IANA name such as Europe/London or UTC (line 3)"
+    assert parse_site(text.format("America/Chicago")).site.timezone == "America/Chicago"
+
+
 def test_invalid_yaml_gives_line_and_column() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_site("site: {name: x\ndevices: [", "s.yaml")
