@@ -1220,6 +1220,111 @@ Channel = Annotated[EmailChannel | WebhookChannel | MqttChannel | LogChannel, Fi
 CHANNEL_TYPES = ("email", "webhook", "mqtt", "log")
 
 
+# Rotas: who is on shift, in the site's time zone (alerts/notify/rota.py finds the shifts in force).
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)  # in the order of date.weekday()
+_TIME_OF_DAY = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+MINUTES_PER_DAY = 24 * 60
+
+
+class YamlBase60Int(int):
+    """An int that YAML 1.1 read in base 60: an unquoted ``19:00`` is 1140 (``07:00``, with its
+    leading zero, stays text). The loader keeps what was written, so a time of day reads the
+    same quoted or not."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> YamlBase60Int:
+        self = super().__new__(cls, value)
+        self.text = text
+        return self
+
+
+def parse_time_of_day(value: Any, *, end: bool = False) -> int:
+    """Minutes after midnight from ``"HH:MM"`` (``"07:00"`` → 420); ``"24:00"`` only as an
+    end (1440: the end of the day)."""
+    text = value.text if isinstance(value, YamlBase60Int) else value
+    if isinstance(text, str):
+        m = _TIME_OF_DAY.match(text.strip())
+        if m:
+            return int(m.group(1)) * 60 + int(m.group(2))
+        if end and text.strip() == "24:00":
+            return MINUTES_PER_DAY
+    allowed = "00:00–24:00" if end else "00:00–23:59"
+    raise ValueError(f'expected a time of day "HH:MM" ({allowed}) such as "07:00", got {_short(text)}')
+
+
+def format_time_of_day(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _end_of_shift(value: Any) -> int:
+    return parse_time_of_day(value, end=True)
+
+
+ShiftStart = Annotated[int, BeforeValidator(parse_time_of_day)]
+ShiftEnd = Annotated[int, BeforeValidator(_end_of_shift)]
+
+
+class Shift(_Model):
+    """Who is on duty on these ``days`` from ``from`` to ``to`` (local wall-clock time of the
+    site's time zone), in escalation order. ``to`` at or before ``from`` runs past midnight into
+    the next day (``from == to``: 24 hours); a shift belongs to the day it starts on."""
+
+    name: str = Field(min_length=1, max_length=64)
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    from_: ShiftStart = Field(alias="from")
+    to: ShiftEnd
+    contacts: list[str] = Field(min_length=1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def overnight(self) -> bool:
+        """Ends on the next day (``to`` at or before ``from``)."""
+        return self.to <= self.from_
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """(weekday, first minute, end minute) of wall-clock time it covers, per weekday
+        (0 = mon), an overnight shift's morning on the next weekday."""
+        out = []
+        for day in sorted({WEEKDAYS.index(d) for d in self.days}):
+            if self.overnight:
+                out += [(day, self.from_, MINUTES_PER_DAY), ((day + 1) % 7, 0, self.to)]
+            else:
+                out.append((day, self.from_, self.to))
+        return [s for s in out if s[1] < s[2]]
+
+
+class Rota(_Model):
+    """Shifts of contacts that routes name with ``rota:``; ``default``: who is called when no
+    shift is in force (without it, nobody from the rota: ``eqmon check-config`` warns)."""
+
+    id: Identifier
+    shifts: list[Shift] = Field(min_length=1)
+    default: list[str] | None = Field(default=None, min_length=1)
+
+    def contact_names(self) -> list[str]:
+        """Everyone the rota can call, once each, in the order of the file."""
+        names = [n for s in self.shifts for n in s.contacts] + list(self.default or [])
+        return list(dict.fromkeys(names))
+
+    def uncovered(self) -> list[tuple[int, int, int]]:
+        """(weekday, first minute, end minute) of wall-clock time no shift covers."""
+        gaps = []
+        for day in range(7):
+            covered = sorted((a, b) for d, a, b in (s for sh in self.shifts for s in sh.spans()) if d == day)
+            at = 0
+            for a, b in covered:
+                if a > at:
+                    gaps.append((day, at, a))
+                at = max(at, b)
+            if at < MINUTES_PER_DAY:
+                gaps.append((day, at, MINUTES_PER_DAY))
+        return gaps
+
+
 _DEFAULT_ROUTE_SEVERITY: list[SeverityName] = ["critical", "warning"]
 
 
@@ -1227,10 +1332,13 @@ class Route(_Model):
     """Alerts of these severities (and locations: all when absent) go to these contacts (on
     every channel the contact has an address for, or only ``via`` those channels) and to these
     channels (their own address). With ``escalate_after``, the contacts are called in turn:
-    the first at once, the next when the alert is still unacknowledged that much later."""
+    the first at once, the next when the alert is still unacknowledged that much later.
+    ``rota``: the contacts of the shift in force come first, then ``contacts``
+    (alerts/notify/routing.py)."""
 
     severity: list[SeverityName] = Field(default_factory=lambda: _DEFAULT_ROUTE_SEVERITY.copy(), min_length=1)
     locations: list[str] | None = None
+    rota: str | None = None
     contacts: list[str] = Field(default_factory=list)
     channels: list[ChannelId] = Field(default_factory=list)
     via: list[ChannelId] | None = None
@@ -1239,8 +1347,8 @@ class Route(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> Route:
-        if not self.contacts and not self.channels:
-            raise ValueError("a route needs contacts, channels or both")
+        if not self.contacts and not self.channels and self.rota is None:
+            raise ValueError("a route needs contacts, a rota or channels")
         if self.escalate_after is not None and self.escalate_after <= 0:
             raise ValueError("escalate_after: expected a duration above 0")
         return self
@@ -1273,6 +1381,7 @@ class StormLimit(_Model):
 
 class Notifications(_Model):
     channels: list[Channel] = Field(default_factory=list)
+    rotas: list[Rota] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     # Sent again while unacknowledged, every so often by severity (absent: never).
     repeat: dict[SeverityName, Duration] = Field(default_factory=dict)
@@ -1293,6 +1402,12 @@ class Notifications(_Model):
             if c.id == channel_id:
                 return c
         raise KeyError(channel_id)
+
+    def rota(self, rota_id: str) -> Rota:
+        for r in self.rotas:
+            if r.id == rota_id:
+                return r
+        raise KeyError(rota_id)
 
 
 # Without a `notifications:` section: every alert change is one log line (as before the outbox).
@@ -1479,8 +1594,9 @@ class Site(_Model):
     def warnings(self) -> list[ConfigIssue]:
         """What is valid but probably wrong, with its path (no line numbers: ``load_site`` and
         ``parse_site`` give those): Modbus registers of one device that overlap (same table,
-        overlapping addresses; bools on different bits of one register do not), and a poll
-        timeout (or connect timeout) longer than the poll interval."""
+        overlapping addresses; bools on different bits of one register do not), a poll
+        timeout (or connect timeout) longer than the poll interval, and a notification rota
+        without ``default`` whose shifts leave hours of the week uncovered."""
         return [ConfigIssue(_format_loc(loc)[0], msg) for loc, msg in _warning_checks(self)]
 
 
@@ -1764,6 +1880,23 @@ def _notification_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
             problems.append(
                 (("notifications", "channels", i, "type"), "an mqtt channel publishes on the site's broker: add the mqtt: section")
             )
+    rotas: dict[str, Rota] = {}
+    for i, rota in enumerate(n.rotas):
+        where = ("notifications", "rotas", i)
+        if rota.id in rotas:
+            problems.append(((*where, "id"), f"duplicate rota id {rota.id!r}"))
+        rotas.setdefault(rota.id, rota)
+        shift_names: set[str] = set()
+        for j, shift in enumerate(rota.shifts):
+            if shift.name in shift_names:
+                problems.append(((*where, "shifts", j, "name"), f"duplicate shift name {shift.name!r} in rota {rota.id!r}"))
+            shift_names.add(shift.name)
+            for k, name in enumerate(shift.contacts):
+                if name not in contacts:
+                    problems.append(((*where, "shifts", j, "contacts", k), f"no contact named {name!r}"))
+        for k, name in enumerate(rota.default or []):
+            if name not in contacts:
+                problems.append(((*where, "default", k), f"no contact named {name!r}"))
     for i, r in enumerate(n.routes):
         where = ("notifications", "routes", i)
         for j, cid in enumerate(r.channels):
@@ -1789,6 +1922,17 @@ def _notification_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
                 problems.append(
                     ((*where, "contacts", j), f"contact {name!r} has no address (email, webhook, mqtt_topic) for the route's channels")
                 )
+        if r.rota is not None:
+            named = rotas.get(r.rota)
+            if named is None:
+                problems.append(((*where, "rota"), f"no rota named {r.rota!r}"))
+                continue
+            for name in named.contact_names():
+                person = contacts.get(name)
+                if person is not None and not any(cid in channels and person.address(channels[cid].type) for cid in via):
+                    problems.append(
+                        ((*where, "rota"), f"contact {name!r} of rota {r.rota!r} has no address (email, webhook, mqtt_topic) for the route's channels")
+                    )
     return problems
 
 
@@ -1849,6 +1993,45 @@ def _register_overlaps(registers: list[Register]) -> list[tuple[int, int, str]]:
     return [(later, earlier, shared) for later, (earlier, shared) in sorted(pairs.items())]
 
 
+def _describe_gaps(gaps: list[tuple[int, int, int]]) -> str:
+    """``mon–fri 19:00–24:00; sat, sun all day``: weekdays with the same gaps grouped."""
+    by_day: dict[int, list[str]] = {d: [] for d in range(7)}
+    for day, first, end in gaps:
+        whole = first == 0 and end == MINUTES_PER_DAY
+        by_day[day].append("all day" if whole else f"{format_time_of_day(first)}–{format_time_of_day(end)}")
+    groups: list[tuple[list[int], list[str]]] = []
+    for day in range(7):
+        if not by_day[day]:
+            continue
+        if groups and groups[-1][1] == by_day[day] and groups[-1][0][-1] == day - 1:
+            groups[-1][0].append(day)
+        else:
+            groups.append(([day], by_day[day]))
+    parts = []
+    for days, spans in groups:
+        if len(days) == 7:
+            names = "every day"
+        elif len(days) > 2:
+            names = f"{WEEKDAYS[days[0]]}–{WEEKDAYS[days[-1]]}"
+        else:
+            names = ", ".join(WEEKDAYS[d] for d in days)
+        parts.append(f"{names} {' and '.join(spans)}")
+    return "; ".join(parts)
+
+
+def _rota_warnings(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    """A rota without ``default`` that leaves hours of the week to nobody: alerts routed to it
+    then reach only the route's own contacts and channels."""
+    warnings: list[tuple[tuple[Any, ...], str]] = []
+    for i, rota in enumerate(site.notifications.rotas if site.notifications else []):
+        gaps = rota.uncovered()
+        if rota.default is None and gaps:
+            warnings.append(
+                (("notifications", "rotas", i), f"no shift of rota {rota.id!r} covers {_describe_gaps(gaps)} ({site.site.timezone}): alerts routed to it then reach only their route's own contacts and channels; add shifts, or default: [contacts]")
+            )
+    return warnings
+
+
 def _warning_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
     warnings: list[tuple[tuple[Any, ...], str]] = []
     for i, d in enumerate(site.devices):
@@ -1866,7 +2049,7 @@ def _warning_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
                 warnings.append(
                     (("devices", i, key), f"{key} {value:g} s{default} is longer than the poll interval ({d.interval:g} s): a request that times out runs into the next poll")
                 )
-    return warnings
+    return warnings + _rota_warnings(site)
 
 
 # -- reading the YAML -------------------------------------------------------------------------
@@ -1896,6 +2079,13 @@ def _loader_class(base: Any) -> Any:
             except (ValueError, TypeError, OverflowError) as exc:
                 raise ConstructorError(None, None, f"cannot read this value: {exc}", node.start_mark) from None
 
+        def construct_base60_int(self, node: ScalarNode) -> int:
+            # YAML 1.1 reads an unquoted 19:00 as the int 1140: still that int everywhere, but
+            # one that remembers its text, for times of day (shifts: from: 19:00).
+            value: int = self.construct_yaml_int(node)
+            return YamlBase60Int(value, node.value) if ":" in node.value else value
+
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_base60_int)
     return Loader
 
 
