@@ -1,5 +1,6 @@
-"""Notification rotas in the site file: errors with their path and line, and the warning for
-hours no shift covers."""
+"""Notification rotas (docs/alerts-notifications.md, "Rotas"): who is on shift in the site's
+time zone gets the raise and the escalations, on a fake clock (the planner is given every
+instant); DST nights; site-file errors and the uncovered-hours warning."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from alerts.notify import NotificationPlanner
+from alerts.notify.rota import OnShift
 from eqmon.config import ConfigError, ConfigIssue, parse_site
 from eqmon.domain import Alert, AlertState, Severity
 
@@ -88,7 +90,170 @@ def raised_to(p: NotificationPlanner, at: float) -> set[str]:
     return who(p.on_change(_alert(), "raised", at))
 
 
-# -- rotas used below ---------------------------------------------------------------------------
+# -- who is on shift ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        (local(2026, 3, 2, 10), {"Ann"}),  # Monday day shift
+        (local(2026, 3, 2, 6, 59), {"Wes"}),  # Monday before 07:00: Sunday's 24-hour weekend shift
+        (local(2026, 3, 2, 7), {"Ann"}),
+        (local(2026, 3, 2, 18, 59), {"Ann"}),
+        (local(2026, 3, 2, 19), {"Nia"}),  # Monday night
+        (local(2026, 3, 3, 2), {"Nia"}),  # Tuesday 02:00: still Monday's night shift
+        (local(2026, 3, 6, 23), {"Nia"}),  # Friday night
+        # Saturday 06:30: Friday's night shift, which began on a weekday
+        (local(2026, 3, 7, 6, 30), {"Nia"}),
+        (local(2026, 3, 7, 7), {"Wes"}),  # Saturday 07:00: the weekend shift
+        (local(2026, 3, 8, 3), {"Wes"}),
+    ],
+)
+def test_the_raise_goes_to_the_first_contact_on_shift_by_time_and_day(
+    at: float, expected: set[str]
+) -> None:
+    assert raised_to(_planner(), at) == expected
+
+
+def test_a_shift_belongs_to_the_day_it_starts_on() -> None:
+    rotas = """\
+  rotas:
+    - id: fri-night
+      shifts: [{name: friday night, days: [fri], from: "22:00", to: "06:00", contacts: [Nia]}]
+      default: [Desk]
+  routes:
+    - {rota: fri-night}
+"""
+    p = _planner(rotas)
+    assert raised_to(p, local(2026, 3, 6, 23)) == {"Nia"}  # Friday 23:00
+    assert raised_to(p, local(2026, 3, 7, 5, 59)) == {"Nia"}  # Saturday 05:59: Friday's shift
+    assert raised_to(p, local(2026, 3, 7, 6)) == {"Desk"}  # it ends at 06:00
+    # Friday 03:00 is in Thursday night: no shift
+    assert raised_to(p, local(2026, 3, 6, 3)) == {"Desk"}
+
+
+def test_without_escalation_the_whole_shift_is_called_and_default_covers_the_rest() -> None:
+    rotas = """\
+  rotas:
+    - id: pharmacy
+      shifts: [{name: office hours, days: [mon, tue, wed, thu, fri], from: "08:00", to: "17:30", contacts: [Ann, Bob]}]
+      default: [Desk]
+  routes:
+    - {rota: pharmacy, channels: [log]}
+"""
+    p = _planner(rotas)
+    rows = p.on_change(_alert(), "raised", local(2026, 3, 2, 9))
+    assert who(rows) == {"Ann", "Bob", None}  # None: the log channel
+    assert raised_to(p, local(2026, 3, 2, 17, 30)) == {"Desk", None}
+    assert raised_to(p, local(2026, 3, 7, 9)) == {"Desk", None}  # Saturday
+
+
+def test_uncovered_hours_without_default_reach_only_the_route_s_own_contacts_and_channels() -> None:
+    rotas = """\
+  rotas:
+    - id: days
+      shifts: [{name: day, from: "07:00", to: "19:00", contacts: [Ann]}]
+  routes:
+    - {rota: days, contacts: [Facilities], channels: [log], escalate_after: 5m}
+"""
+    p = _planner(rotas)
+    assert raised_to(p, local(2026, 3, 2, 12)) == {"Ann", None}
+    assert raised_to(p, local(2026, 3, 2, 22)) == {"Facilities", None}
+
+
+# -- escalation and shift changes ----------------------------------------------------------
+
+
+def test_escalation_after_a_shift_change_goes_to_the_new_shift_never_off_shift() -> None:
+    p = _planner()
+    t0 = local(2026, 3, 2, 18, 45)  # Monday, 15 min before the night shift
+    assert who(p.on_change(_alert(), "raised", t0)) == {"Ann"}
+    assert p.due(t0 + 9 * 60) == []
+    assert who(p.due(t0 + 10 * 60), "escalated") == {"Bob"}  # 18:55: the day shift's next
+    # 19:05: the day shift went home; the next escalation is the night shift's first contact
+    step2 = [r for r in p.due(t0 + 20 * 60) if r["payload"]["sequence"] == 2]
+    assert who(step2) == {"Nia"} and step2[0]["payload"]["event"] == "escalated"
+    rows = p.due(t0 + 30 * 60)  # 19:15: escalation 3 and the first repeat
+    # Nia's row again (the same message id), Ned's new
+    assert who(rows, "escalated") == {"Nia", "Ned"}
+    # everyone called so far who is on shift: not Ann, Bob
+    assert who(rows, "repeated") == {"Nia", "Ned"}
+    # then the route's own contacts
+    assert who(p.due(t0 + 40 * 60), "escalated") == {"Nia", "Ned", "Facilities"}
+    assert who(p.due(t0 + 60 * 60), "repeated") == {"Nia", "Ned", "Facilities"}
+    # everyone on the rota and the route was called: nothing further, however long
+    ids = {r["message_id"] for r in p.due(t0 + 40 * 60) if r["payload"]["event"] == "escalated"}
+    later = {r["message_id"] for r in p.due(t0 + 9 * 3600) if r["payload"]["event"] == "escalated"}
+    assert later == ids
+
+
+def test_an_acknowledgement_stops_it_and_the_resolved_notice_skips_who_went_home() -> None:
+    p = _planner()
+    t0 = local(2026, 3, 2, 18, 45)
+    p.on_change(_alert(), "raised", t0)
+    p.due(t0 + 20 * 60)  # Ann, Bob (day), Nia (night) called
+    ack = t0 + 22 * 60
+    acked = _alert(AlertState.ACKNOWLEDGED, acknowledged_at=ack, acknowledged_by="Nia")
+    assert p.on_change(acked, "acknowledged", ack) == []
+    assert p.due(t0 + 3 * 3600) == []  # no escalation to Ned, no repeats
+    done = _alert(AlertState.RESOLVED, acknowledged_at=ack, resolved_at=t0 + 3 * 3600)
+    rows = p.on_change(done, "resolved", t0 + 3 * 3600)
+    assert who(rows, "resolved") == {"Nia"}  # called before the acknowledgement and on shift now
+
+
+def test_a_restarted_planner_plans_the_same_steps_and_skips_those_whose_shift_ended() -> None:
+    live = _planner()
+    t0 = local(2026, 3, 2, 18, 45)
+    live.on_change(_alert(), "raised", t0)
+    planned = {r["message_id"]: r for t in range(60, 50 * 60, 60) for r in live.due(t0 + t)}
+    # eqmon was down from 18:50 to 19:30: Bob's step (18:55) came due while Bob was on shift,
+    # but is not sent at 19:30 when he has gone home; the night's steps are, under the same ids
+    again = _planner()
+    again.restore(_alert(), t0)
+    rows = [r for r in again.due(local(2026, 3, 2, 19, 30)) if r["payload"]["event"] == "escalated"]
+    assert who(rows) == {"Nia", "Ned", "Facilities"}
+    assert all(r["message_id"] in planned for r in rows)
+
+
+def test_overlapping_shifts_each_escalate_their_own_contacts() -> None:
+    rotas = """\
+  rotas:
+    - id: handover
+      shifts:
+        - {name: day, from: "07:00", to: "19:30", contacts: [Ann, Bob]}
+        - {name: night, from: "19:00", to: "07:30", contacts: [Nia, Ned]}
+  routes:
+    - {rota: handover, escalate_after: 10m}
+"""
+    p = _planner(rotas)
+    t0 = local(2026, 3, 2, 19, 5)
+    assert who(p.on_change(_alert(), "raised", t0)) == {"Ann", "Nia"}  # both shifts' first contacts
+    assert who(p.due(t0 + 10 * 60), "escalated") == {"Bob", "Ned"}
+    assert raised_to(_planner(rotas), local(2026, 3, 2, 19, 30)) == {"Nia"}
+
+
+def test_repeats_without_escalation_reach_whoever_is_on_shift_then() -> None:
+    rotas = """\
+  rotas:
+    - id: ward
+      shifts:
+        - {name: day, from: "07:00", to: "19:00", contacts: [Ann, Bob]}
+        - {name: night, from: "19:00", to: "07:00", contacts: [Nia, Ned]}
+  routes:
+    - {rota: ward}
+  repeat: {critical: 30m}
+"""
+    p = _planner(rotas)
+    t0 = local(2026, 3, 2, 18, 40)
+    assert who(p.on_change(_alert(), "raised", t0)) == {"Ann", "Bob"}
+    assert who(p.due(t0 + 30 * 60), "repeated") == {"Nia", "Ned"}  # 19:10
+    ack = t0 + 35 * 60
+    p.on_change(_alert(AlertState.ACKNOWLEDGED, acknowledged_at=ack), "acknowledged", ack)
+    done = _alert(AlertState.RESOLVED, acknowledged_at=ack, resolved_at=ack + 60)
+    assert who(p.on_change(done, "resolved", ack + 60), "resolved") == {"Nia", "Ned"}
+
+
+# -- summer time ---------------------------------------------------------------------------
 
 EVERY_DAY = """\
   rotas:
@@ -99,6 +264,55 @@ EVERY_DAY = """\
   routes:
     - {rota: ward, escalate_after: 10m}
 """
+
+
+def test_the_night_the_clocks_go_forward_is_eleven_hours() -> None:
+    # Europe/London, Sunday 29 March 2026: 01:00 GMT becomes 02:00 BST
+    shifts = OnShift(_site(EVERY_DAY).notifications.rota("ward"), TZ)
+    night = shifts.segment(utc(2026, 3, 29, 1, 30))  # 02:30 BST
+    assert [s.name for s in night.shifts] == ["night"]
+    # 19:00 GMT – 07:00 BST
+    assert (night.start, night.end) == (utc(2026, 3, 28, 19), utc(2026, 3, 29, 6))
+    p = _planner(EVERY_DAY)
+    assert raised_to(p, utc(2026, 3, 29, 5, 59)) == {"Nia"}  # 06:59 BST
+    assert raised_to(p, utc(2026, 3, 29, 6)) == {"Ann"}  # 07:00 BST, not 12 hours after 19:00 GMT
+    # raised at 06:50 BST: the escalation at 07:00 BST goes to the day shift
+    t0 = utc(2026, 3, 29, 5, 50)
+    assert who(p.on_change(_alert(), "raised", t0)) == {"Nia"}
+    assert who(p.due(t0 + 10 * 60), "escalated") == {"Ann"}
+
+
+def test_the_night_the_clocks_go_back_is_thirteen_hours() -> None:
+    # Sunday 25 October 2026: 02:00 BST becomes 01:00 GMT, 01:00–02:00 happens twice
+    shifts = OnShift(_site(EVERY_DAY).notifications.rota("ward"), TZ)
+    for at in (local(2026, 10, 25, 1, 30), local(2026, 10, 25, 1, 30, fold=1)):
+        assert [s.name for s in shifts.segment(at).shifts] == ["night"]
+    night = shifts.segment(local(2026, 10, 25, 6, 30))
+    # 19:00 BST – 07:00 GMT
+    assert (night.start, night.end) == (utc(2026, 10, 24, 18), utc(2026, 10, 25, 7))
+    p = _planner(EVERY_DAY)
+    assert raised_to(p, local(2026, 10, 25, 6, 30)) == {"Nia"}  # 06:30 GMT: still night
+    assert raised_to(p, local(2026, 10, 25, 7)) == {"Ann"}
+
+
+def test_a_boundary_in_an_hour_the_clocks_skip_or_repeat_is_taken_at_its_first_reading() -> None:
+    rotas = """\
+  rotas:
+    - id: split
+      shifts:
+        - {name: evening, from: "19:00", to: "01:30", contacts: [Nia]}
+        - {name: late, from: "01:30", to: "19:00", contacts: [Ned]}
+  routes:
+    - {rota: split}
+"""
+    p = _planner(rotas)
+    # back: the first 01:30 (BST) hands over; the second 01:00–01:30 (GMT) does not hand back
+    assert raised_to(p, local(2026, 10, 25, 1, 15)) == {"Nia"}
+    assert raised_to(p, local(2026, 10, 25, 1, 45)) == {"Ned"}
+    assert raised_to(p, local(2026, 10, 25, 1, 15, fold=1)) == {"Ned"}
+    # forward: 01:30 does not exist; read with the offset before the change, it is 02:30 BST
+    assert raised_to(p, utc(2026, 3, 29, 1, 15)) == {"Nia"}  # 02:15 BST
+    assert raised_to(p, utc(2026, 3, 29, 1, 30)) == {"Ned"}  # 02:30 BST
 
 
 # -- the site file -------------------------------------------------------------------------

@@ -7,12 +7,25 @@ storm digests that have come due. Every row has a stable message id (alert, even
 number, recipient), so planning the same thing twice — after a restart, say — queues it once.
 
 Escalation: a route's contacts are called in turn when it has ``escalate_after``: the first at
-once, contact k when the alert is still unacknowledged k × escalate_after after it was raised.
+once (step 0), then at step k, k × escalate_after after the raise while still unacknowledged,
+the next contact not called yet. Without ``escalate_after`` they are all called at once.
 Repeats (``repeat`` by severity): repeat n goes to everyone called so far at n × interval,
 until acknowledged. A resolved notice goes to everyone called before acknowledgement or
 resolution (routes with ``resolved: true``). Storm: past ``storm.max_alerts`` raised in a
 window, further raises of that window become one digest per recipient at the window's end
 (kept in memory until then: a restart within the window loses the digest, not the alerts).
+
+Rotas (a route's ``rota``, rota.py): a route's contacts at an instant are, for each shift of its
+rota in force then, that shift's contacts followed by the route's own ``contacts`` (the rota's
+``default`` when no shift is in force; only the route's own contacts without one). Each shift
+in force is a chain of its own: the raise calls the first contact of each, step k the next one
+not called yet of each shift in force at step k's time: after a handover, the new shift's first
+contact. Who a step calls depends only on the raise time, so a restarted planner plans the
+same steps under the same message ids. A rota contact is only ever notified while on shift:
+every row to one is planned for the shifts in force at the time of planning (``now``), so a
+step, repeat or resolved notice never reaches someone whose shift has ended, even when eqmon
+was down when it came due. Repeats go to those called so far who are on shift (without
+``escalate_after``: everyone on shift), the resolved notice to those called who are on shift.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from eqmon.config import Notifications, Route, Site
 from eqmon.domain import Alert, AlertState
 
 from .message import alert_fields, document, message_id, one_line
+from .rota import OnShift
 
 log = logging.getLogger("eqmon.notify")
 
@@ -41,12 +55,29 @@ class Target(NamedTuple):
 
 
 @dataclass
+class _Escalation:
+    """Whom one route called about one alert, step by step (step k at raise + k × escalate_after),
+    worked out as far as needed; a pure function of the raise time and the site file."""
+
+    step: int = -1  # the last step worked out
+    calls: list[tuple[int, float, tuple[str, ...]]] = field(default_factory=list)  # (step, at, names)
+    called: set[str] = field(default_factory=set)
+    done: bool = False  # nobody is left to call
+
+    def record(self, step: int, at: float, names: list[str]) -> None:
+        self.step = step
+        if names:
+            self.calls.append((step, at, tuple(names)))
+            self.called.update(names)
+
+
+@dataclass
 class _Tracked:
     alert: Alert
     raised_at: float
     repeats: int = 0  # the last repeat number planned
-    levels: int = 0  # the last escalation level planned
     quiet: bool = False  # silenced since it was raised: nobody was told, so no resolved notice
+    escalations: dict[int, _Escalation] = field(default_factory=dict)  # by route index
 
 
 @dataclass
@@ -68,6 +99,12 @@ class NotificationPlanner:
         self._clock = clock
         self._channels = {c.id: c for c in settings.channels}
         self._contacts = {c.name: c for c in site.contacts}
+        self._rotas = {r.id: OnShift(r, site.site.timezone) for r in settings.rotas}
+        # Everyone each route can call: its escalation is done once they all were.
+        self._reachable: list[set[str]] = [
+            set(r.contacts) | set(rota.rota.contact_names() if (rota := self._rota(r)) is not None else ())
+            for r in settings.routes
+        ]
         self._locations = {d.id: d.location or None for d in site.devices}
         self._open: dict[str, _Tracked] = {}
         self._storm = _Storm()
@@ -80,11 +117,11 @@ class NotificationPlanner:
         loc = self._locations.get(a.device_id) or a.extra.get("location")
         return loc if isinstance(loc, str) and loc else None
 
-    def _routes(self, a: Alert) -> list[Route]:
+    def _routes(self, a: Alert) -> list[tuple[int, Route]]:
         loc = self._location(a)
         return [
-            r
-            for r in self.settings.routes
+            (i, r)
+            for i, r in enumerate(self.settings.routes)
             if str(a.severity) in r.severity and (r.locations is None or (loc is not None and loc in r.locations))
         ]
 
@@ -117,35 +154,98 @@ class NotificationPlanner:
                 out.append(Target(cid, ch.topic, None))
         return out
 
-    def levels(self, route: Route) -> list[list[Target]]:
-        """Level 0: the route's channels and its first contact (all contacts without
-        escalation); level k: contact k."""
-        contacts = route.contacts if route.escalate_after is not None else []
-        first = self._channel_targets(route)
-        if route.escalate_after is None:
-            for name in route.contacts:
-                first += self._contact_targets(route, name)
-        elif contacts:
-            first += self._contact_targets(route, contacts[0])
-        return [first] + [self._contact_targets(route, name) for name in contacts[1:]]
+    # -- who is called: rotas and escalation ------------------------------------------------
 
-    @staticmethod
-    def _level_at(route: Route, raised_at: float, at: float, count: int) -> int:
-        if route.escalate_after is None:
-            return 0
-        return max(0, min(count - 1, math.floor((at - raised_at) / route.escalate_after)))
+    def _rota(self, route: Route) -> OnShift | None:
+        return self._rotas.get(route.rota) if route.rota is not None else None
 
-    def _reached(self, a: Alert, raised_at: float, at: float, *, resolved_notice: bool = False) -> list[Target]:
-        """Everyone called about the alert by ``at`` (escalation stops at acknowledgement)."""
+    def _chains(self, route: Route, at: float) -> list[list[str]]:
+        """The route's contacts at ``at`` in escalation order: one list per shift of its rota in
+        force (the shift's contacts, then the route's own), else the route's own contacts."""
+        own = list(route.contacts)
+        rota = self._rota(route)
+        on_shift = rota.contacts(at) if rota is not None else []
+        if not on_shift:
+            return [own] if own else []
+        return [[*names, *(n for n in own if n not in names)] for names in on_shift]
+
+    def _on_shift(self, route: Route, at: float) -> set[str]:
+        return {n for chain in self._chains(route, at) for n in chain}
+
+    def _step_names(self, route: Route, at: float, called: set[str]) -> list[str]:
+        """Whom a step at ``at`` calls: everyone (no ``escalate_after``), or of each chain the
+        first contact not called yet."""
+        chains = self._chains(route, at)
+        if route.escalate_after is None:
+            return list(dict.fromkeys(n for chain in chains for n in chain))
+        out: list[str] = []
+        for chain in chains:
+            nxt = next((n for n in chain if n not in called), None)
+            if nxt is not None and nxt not in out:
+                out.append(nxt)
+        return out
+
+    def _escalation(self, esc: _Escalation, ri: int, route: Route, raised_at: float, until: float) -> _Escalation:
+        """``esc`` worked out up to the steps due at ``until``."""
+        if esc.step < 0:
+            esc.record(0, raised_at, self._step_names(route, raised_at, set()))
+            esc.done = route.escalate_after is None or esc.called >= self._reachable[ri]
+        every = route.escalate_after
+        while not esc.done and every is not None:
+            k = esc.step + 1
+            at = raised_at + k * every
+            if at > until:
+                break
+            names = self._step_names(route, at, esc.called)
+            esc.record(k, at, names)
+            rota = self._rota(route)
+            if esc.called >= self._reachable[ri] or (not names and rota is None):
+                esc.done = True
+            elif not names and rota is not None:  # nobody new until the shifts change: on to the first step then
+                change = rota.segment(at).end
+                nxt = max(k + 1, math.ceil((change - raised_at) / every))
+                while raised_at + nxt * every < change:
+                    nxt += 1
+                esc.step = nxt - 1
+        return esc
+
+    def _called(self, a: Alert, tr: _Tracked, ri: int, route: Route, end: float) -> list[str]:
+        """Everyone the route called about the alert by ``end``, in order."""
+        esc = self._escalation(tr.escalations.setdefault(ri, _Escalation()), ri, route, tr.raised_at, end)
+        names = [n for _, at, step in esc.calls if at <= end for n in step]
+        every = self.settings.repeat.get(str(a.severity))  # type: ignore[call-overload]
+        rota = self._rota(route)
+        if route.escalate_after is None and rota is not None and every:
+            # all at once: each repeat called everyone on shift then (the same people until the
+            # shifts change)
+            n = 1
+            while tr.raised_at + n * every <= end:
+                at = tr.raised_at + n * every
+                names += self._on_shift(route, at)
+                n = max(n + 1, math.ceil((rota.segment(at).end - tr.raised_at) / every))
+        return list(dict.fromkeys(names))
+
+    def _first(self, tr: _Tracked, ri: int, route: Route) -> list[Target]:
+        """The raise: the route's channels and the contacts of step 0."""
+        esc = self._escalation(tr.escalations.setdefault(ri, _Escalation()), ri, route, tr.raised_at, tr.raised_at)
+        names = esc.calls[0][2] if esc.calls and esc.calls[0][0] == 0 else ()
+        return self._channel_targets(route) + [t for n in names for t in self._contact_targets(route, n)]
+
+    def _reached(self, a: Alert, tr: _Tracked, at: float, *, resolved_notice: bool = False) -> list[Target]:
+        """Everyone called about the alert by ``at`` (escalation stops at acknowledgement) who
+        is still on shift at ``at``, and the routes' channels."""
         end = at if a.acknowledged_at is None else min(at, a.acknowledged_at)
         seen: dict[tuple[str, str], Target] = {}
-        for r in self._routes(a):
+        for ri, r in self._routes(a):
             if resolved_notice and not r.resolved:
                 continue
-            lv = self.levels(r)
-            for targets in lv[: self._level_at(r, raised_at, end, len(lv)) + 1]:
-                for t in targets:
-                    seen.setdefault((t.channel, t.recipient), t)
+            on_shift = self._on_shift(r, at)
+            targets = self._channel_targets(r)
+            for name in self._called(a, tr, ri, r, end):
+                if name in on_shift:
+                    targets += self._contact_targets(r, name)
+            for t in targets:
+                seen.setdefault((t.channel, t.recipient), t)
         return list(seen.values())
 
     # -- rows -------------------------------------------------------------------------------
@@ -165,8 +265,8 @@ class NotificationPlanner:
             # A silenced alert tells nobody; when its silence ends while it is still open and
             # unacknowledged, it is told then ("unsilenced") and escalates from then.
             silenced = bool(a.extra.get("silenced"))
-            self._open[a.id] = _Tracked(a, ts, quiet=silenced)
-            targets = [t for r in self._routes(a) for t in self.levels(r)[0]]
+            tr = self._open[a.id] = _Tracked(a, ts, quiet=silenced)
+            targets = [t for ri, r in self._routes(a) for t in self._first(tr, ri, r)]
             if silenced or a.state != AlertState.ACTIVE or not targets:
                 return []
             if kind == "raised" and self._storm_holds(a, ts):
@@ -178,7 +278,8 @@ class NotificationPlanner:
             tracked = self._open.pop(a.id, None)
             if tracked is not None and tracked.quiet:
                 return []
-            raised_at = tracked.raised_at if tracked is not None else a.started_at
+            gone = tracked or _Tracked(a, a.started_at)
+            raised_at = gone.raised_at
             held = [h for h, _ in self._storm.held if h.id == a.id]
             if held:  # still waiting in a digest: say it there, as resolved
                 self._storm.held = [(h, t) for h, t in self._storm.held if h.id != a.id] + [(a, ts)]
@@ -186,7 +287,7 @@ class NotificationPlanner:
             took = _minutes(ts - raised_at)
             text = f"RESOLVED after {took}: {a.message}"
             return self._dedup(
-                [self._row(a, "resolved", 0, text, t, ts) for t in self._reached(a, raised_at, ts, resolved_notice=True)]
+                [self._row(a, "resolved", 0, text, t, ts) for t in self._reached(a, gone, ts, resolved_notice=True)]
             )
         tracked = self._open.get(a.id)
         if tracked is not None and a.state != AlertState.RESOLVED:
@@ -204,20 +305,23 @@ class NotificationPlanner:
             a = tr.alert
             if a.state != AlertState.ACTIVE or a.extra.get("silenced"):
                 continue
-            for r in self._routes(a):
-                lv = self.levels(r)
-                level = self._level_at(r, tr.raised_at, now, len(lv))
-                for k in range(1, level + 1):
-                    text = f"ESCALATED (unacknowledged for {_minutes(now - tr.raised_at)}): {a.message}"
-                    rows += [self._row(a, "escalated", k, text, t, now) for t in lv[k]]
-                tr.levels = max(tr.levels, level)
+            for ri, r in self._routes(a):
+                esc = self._escalation(tr.escalations.setdefault(ri, _Escalation()), ri, r, tr.raised_at, now)
+                on_shift = self._on_shift(r, now)  # planned again each time: only those on shift now
+                text = f"ESCALATED (unacknowledged for {_minutes(now - tr.raised_at)}): {a.message}"
+                for k, _, names in esc.calls:
+                    if k > 0:
+                        rows += [
+                            self._row(a, "escalated", k, text, t, now)
+                            for n in names if n in on_shift for t in self._contact_targets(r, n)
+                        ]  # fmt: skip
             every = self.settings.repeat.get(str(a.severity))  # type: ignore[call-overload]
             if every:
                 n = math.floor((now - tr.raised_at) / every)
                 if n > tr.repeats:
                     tr.repeats = n
                     text = f"REPEAT (unacknowledged for {_minutes(now - tr.raised_at)}): {a.message}"
-                    rows += [self._row(a, "repeated", n, text, t, now) for t in self._reached(a, tr.raised_at, now)]
+                    rows += [self._row(a, "repeated", n, text, t, now) for t in self._reached(a, tr, now)]
         rows += self._flush_digest(now)
         return self._dedup(rows)
 
@@ -252,9 +356,10 @@ class NotificationPlanner:
         held, s.held = s.held, []
         by_target: dict[Target, list[Alert]] = {}
         for a, _ in held:
-            for r in self._routes(a):
-                lv = self.levels(r)
-                for t in lv[0]:
+            for _, r in self._routes(a):
+                # in place of the raise: whom a raise now would reach (the shifts may have changed)
+                names = self._step_names(r, now, set())
+                for t in self._channel_targets(r) + [t for n in names for t in self._contact_targets(r, n)]:
                     by_target.setdefault(t, []).append(a)
         rows = []
         key = f"digest{int(s.window_start * 1000)}"
