@@ -4,6 +4,7 @@ instant); DST nights; site-file errors and the uncovered-hours warning."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from eqmon.config import ConfigError, ConfigIssue, parse_site
 from eqmon.domain import Alert, AlertState, Severity
 
 TZ = "Europe/London"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "alerts-notifications.md"
 
 HEAD = f"""\
 site: {{name: St Test, timezone: {TZ}}}
@@ -475,3 +477,42 @@ def test_check_config_prints_the_uncovered_hours_and_exits_0(tmp_path: Path) -> 
         f"{path}: warning: notifications.rotas[0]: no shift of rota 'ward-4b' covers mon 00:00–07:00; sun 07:00–24:00"
     )
     assert r.stdout.splitlines()[-1] == "ok"
+
+
+# -- the example in docs/alerts-notifications.md -------------------------------------------
+
+
+def test_the_documented_example_does_what_the_docs_say() -> None:
+    block = re.search(r"```yaml\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+    assert block is not None
+    head = f"""\
+site: {{name: St Example, timezone: {TZ}}}
+mqtt: {{host: 127.0.0.1}}
+devices:
+  - {{id: fridge-1, kind: k, location: Ward 4B, protocol: modbus, host: 127.0.0.1, registers: [{{name: t, address: 0}}]}}
+"""
+    found: list[ConfigIssue] = []
+    site = parse_site(head + block.group(1), "site.yaml", warnings=found)
+    assert found == []
+    p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    t0 = local(2026, 3, 2, 18, 45)  # a Monday
+    # the Ward 4B route's first contact; the other routes: Pharmacy's pager, the channels (None)
+    assert who(p.on_change(_alert(), "raised", t0)) == {"Ward 4B coordinator", "Pharmacy", None}
+    steps = ["Duty nurse manager", "Ward 4B night coordinator", "Pharmacy", "Facilities"]
+    for k, name in enumerate(steps, start=1):
+        rows = p.due(t0 + k * 600)
+        assert who([r for r in rows if r["payload"]["sequence"] == k], "escalated") == {name}
+        if k == 3:
+            on_duty = {"Ward 4B night coordinator", "Duty nurse manager", "Pharmacy", None}
+            assert who(rows, "repeated") == on_duty
+    # without its default, the warning the docs quote
+    found = []
+    parse_site(
+        head + block.group(1).replace("      default: [Duty nurse manager]", ""),
+        "s.yaml",
+        warnings=found,
+    )
+    (warning,) = found
+    assert f"warning: {warning.path}: {warning.message}" in " ".join(
+        DOC.read_text(encoding="utf-8").split()
+    )
