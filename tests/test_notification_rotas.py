@@ -217,6 +217,17 @@ def test_a_restarted_planner_plans_the_same_steps_and_skips_those_whose_shift_en
     assert all(r["message_id"] in planned for r in rows)
 
 
+def test_a_silence_that_ends_after_a_shift_change_tells_the_shift_on_duty_then() -> None:
+    p = _planner()
+    quiet = {"id": "s1", "kind": "silence", "owner": "Sam", "reason": "defrost", "until": 0.0}
+    t0 = local(2026, 3, 2, 18, 30)
+    assert p.on_change(_alert(extra={"silenced": quiet}), "raised", t0) == []
+    assert p.due(t0 + 3600) == []
+    ends = local(2026, 3, 2, 19, 30)
+    assert who(p.on_change(_alert(), "unsilenced", ends)) == {"Nia"}  # not the day shift's Ann
+    assert who(p.due(ends + 600), "escalated") == {"Ned"}
+
+
 def test_overlapping_shifts_each_escalate_their_own_contacts() -> None:
     rotas = """\
   rotas:
