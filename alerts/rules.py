@@ -7,6 +7,10 @@ one), :class:`Update` (an open alert's latest value) and :class:`Resolve` (the c
 The alert's lifecycle — ids, messages, acknowledgement, resolution summaries, the "condition now
 unknown" note of a silent device — is the engine's (alerts/engine.py).
 
+Evaluators answer :class:`Resolve` and :class:`Update` only while the rule's alert on that
+device is open (``ctx.open_alert``): the engine has nothing to do with them otherwise, and most
+readings are in range (the engine's throughput, bench/alerts_eval.py).
+
 Time comes only from the readings' timestamps and from ``tick(now)``, so every rule runs on a
 fake clock in the tests. Value rules never take a reading of quality ``bad`` or ``stale`` as in
 range or out of range; only the sensor-failure rule counts ``bad`` ones.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Literal, Protocol
 
 from eqmon.config import (
@@ -138,9 +143,12 @@ def _is_temperature(metric: str) -> bool:
 
 def _number(r: Reading) -> float | None:
     """The reading's value when it may count as in or out of range: good and numeric."""
-    if r.quality is not Quality.GOOD or r.value is None or isinstance(r.value, bool | str):
+    v = r.value
+    if type(v) is float:  # the common case first
+        return v if r.quality is Quality.GOOD else None
+    if r.quality is not Quality.GOOD or v is None or isinstance(v, bool | str):
         return None
-    return float(r.value)
+    return float(v)
 
 
 @dataclass(slots=True)
@@ -179,6 +187,8 @@ class ThresholdEvaluator:
                 return [self._raise(dev, p, r.ts)]
             return []
         self._pending.pop(dev, None)
+        if self.ctx.open_alert(rule.id, dev) is None:
+            return []
         back_inside = (rule.above is None or value <= rule.above - rule.hysteresis) and (
             rule.below is None or value >= rule.below + rule.hysteresis
         )
@@ -405,14 +415,16 @@ class CumulativeExcursionEvaluator:
 
     def _evaluate(self, dev: str, t: _Track, now: float, value: float | None) -> list[Condition]:
         rule = self.rule
+        alert = self.ctx.open_alert(rule.id, dev)
+        if not t.excursions and alert is None:
+            return []  # nothing out of range in the window, nothing open: the usual reading
         t.excursions = [e for e in t.excursions if e.ongoing or e.end > now - rule.window]
         total = self.total(dev, now)
-        alert = self.ctx.open_alert(rule.id, dev)
-        extra = {"excursions": [e.as_dict() for e in t.excursions], "out_of_range_s": total}
         if alert is None:
             if total >= rule.limit and t.excursions:
                 return [self._raise(dev, t, total, value)]
             return []
+        extra = {"excursions": [e.as_dict() for e in t.excursions], "out_of_range_s": total}
         if total < rule.limit and t.in_range:
             return [Resolve(dev, now, extra)]
         return [Update(dev, value if value is not None else alert.value, extra=extra)]
@@ -441,6 +453,9 @@ class CumulativeExcursionEvaluator:
             dev, t.excursions[0].start, text, value if value is not None else worst, worst,
             "high" if worst_high else "low", extra=extra,
         )  # fmt: skip
+
+
+_VALUE = itemgetter(1)
 
 
 class RateOfChangeEvaluator:
@@ -480,8 +495,11 @@ class RateOfChangeEvaluator:
         w.append((r.ts, value))
         while w and w[0][0] < r.ts - rule.per:
             w.popleft()
-        change = self._change(w)
         alert = self.ctx.open_alert(rule.id, dev)
+        # No move in the window is larger than its spread: within max_change, nothing to find.
+        if max(w, key=_VALUE)[1] - min(w, key=_VALUE)[1] <= rule.max_change:
+            return [Resolve(dev, r.ts)] if alert is not None else []
+        change = self._change(w)
         if change is not None and change[0] > rule.max_change:
             if alert is None:
                 return [self._raise(dev, change)]
@@ -532,8 +550,11 @@ class StuckEvaluator:
         rule, dev = self.rule, r.device_id
         h = self._held.get(dev)
         if h is None or abs(value - h.value) > rule.tolerance:
-            self._held[dev] = _Held(value, r.ts)
-            return [Resolve(dev, r.ts)] if h is not None else []
+            if h is None:
+                self._held[dev] = _Held(value, r.ts)
+                return []
+            h.value, h.since = value, r.ts
+            return [Resolve(dev, r.ts)] if self.ctx.open_alert(rule.id, dev) is not None else []
         if r.ts - h.since >= self.ctx.delay(rule.for_) and self.ctx.open_alert(rule.id, dev) is None:
             unit = self.ctx.unit(dev, rule.metric)
             text = (
@@ -565,9 +586,13 @@ class StateEvaluator:
     def __init__(self, rule: StateRule, ctx: RuleContext) -> None:
         self.rule, self.ctx = rule, ctx
         self._since: dict[str, tuple[float, StateValue]] = {}
+        self._values = tuple(rule.values)
 
     def _matches(self, value: object) -> bool:
-        return any(_same(value, v) for v in self.rule.values)
+        for v in self._values:
+            if _same(value, v):
+                return True
+        return False
 
     def on_reading(self, r: Reading) -> list[Condition]:
         if r.quality is not Quality.GOOD or r.value is None:
@@ -575,7 +600,7 @@ class StateEvaluator:
         dev = r.device_id
         if not self._matches(r.value):
             self._since.pop(dev, None)
-            return [Resolve(dev, r.ts)]
+            return [Resolve(dev, r.ts)] if self.ctx.open_alert(self.rule.id, dev) is not None else []
         if dev not in self._since or not _same(self._since[dev][1], r.value):
             self._since[dev] = (r.ts, r.value)
         return self._check(dev, r.ts)
@@ -627,7 +652,7 @@ class SensorFailureEvaluator:
         dev = r.device_id
         if r.quality is Quality.GOOD:
             self._since.pop(dev, None)
-            return [Resolve(dev, r.ts)]
+            return [Resolve(dev, r.ts)] if self.ctx.open_alert(self.rule.id, dev) is not None else []
         if r.quality is not Quality.BAD:
             return []  # stale: says nothing about the sensor
         self._since.setdefault(dev, r.ts)
