@@ -106,7 +106,9 @@ class AlertEngine:
             if not evaluators or (maintenance and r.device_id in maintenance):
                 continue
             for ev in evaluators:
-                self._apply(ev, ev.on_reading(r))
+                conditions = ev.on_reading(r)
+                if conditions:  # most readings: none
+                    self._apply(ev, conditions)
 
     def on_status(self, event: DeviceStatusEvent) -> None:
         """Offline or stale (silent) devices raise "device offline" — or, all of a group at
