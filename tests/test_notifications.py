@@ -337,6 +337,98 @@ def test_stopped_mid_send_and_restarted_on_the_same_database_delivers_the_rest_n
         engine.dispose()
 
 
+class _CountingSender:
+    """A sender that accepts every message once ``release`` is set, and records what it sent."""
+
+    channel_id = "hook"
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.release = asyncio.Event()
+
+    async def send(self, msg: Any) -> None:
+        await self.release.wait()
+        self.sent.append(msg.message_id)
+
+
+def test_a_row_sent_while_the_outbox_is_read_is_not_sent_again(tmp_path: Path) -> None:
+    """The read of due rows can see a row as pending while its send is being marked: when the
+    read returns, the send is done (no longer in flight), and the stale row must not go again."""
+    engine = _engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    listed, go_on = threading.Event(), threading.Event()
+
+    class SlowRead(OutboxRepo):
+        hold = False
+
+        def list(self, **kw: Any) -> Any:
+            rows = super().list(**kw)
+            if self.hold:  # the read is done; the caller gets it only later
+                listed.set()
+                go_on.wait(10)
+            return rows
+
+    repo = SlowRead(engine)
+    repo.add(message_id="m1", channel="hook", recipient="r", payload={}, now=time.time())
+
+    async def main() -> None:
+        sender = _CountingSender()
+        d = Dispatcher(repo, {"hook": sender}, Notifications().retry, clock=time.time)
+        assert await d.run_once() == 1  # m1 in flight
+        repo.hold = True
+        second = asyncio.create_task(d.run_once())  # reads m1 as pending
+        await asyncio.to_thread(listed.wait, 10)
+        sender.release.set()
+        await d.idle()  # m1 sent and marked
+        go_on.set()
+        assert await second == 0
+        await d.idle()
+        assert sender.sent == ["m1"]
+
+    try:
+        asyncio.run(main())
+        m1 = repo.get("m1")
+        assert m1 is not None and m1.state == "sent" and m1.attempts == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_row_queued_while_the_outbox_is_read_is_sent_at_once(tmp_path: Path) -> None:
+    """A wake-up that comes while the dispatcher reads the outbox (the row was committed after
+    the read began) starts the next round at once, not a poll interval later (here 60 s)."""
+    engine = _engine(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    sender = _CountingSender()
+    sender.release.set()
+    loop_box: list[asyncio.AbstractEventLoop] = []
+    dispatchers: list[Dispatcher] = []
+
+    class QueueDuringRead(OutboxRepo):
+        first = True
+
+        def list(self, **kw: Any) -> Any:
+            rows = super().list(**kw)
+            if self.first:
+                self.first = False
+                self.add(message_id="m2", channel="hook", recipient="r", payload={}, now=time.time())
+                loop_box[0].call_soon_threadsafe(dispatchers[0].wake)  # as Service._on_alert does
+            return rows
+
+    async def main() -> None:
+        loop_box.append(asyncio.get_running_loop())
+        d = Dispatcher(QueueDuringRead(engine), {"hook": sender}, Notifications().retry,
+                       clock=time.time, poll_interval=60)  # fmt: skip
+        dispatchers.append(d)
+        d.start()
+        try:
+            await _until(lambda: sender.sent == ["m2"], 5, "the row queued during the read sent")
+        finally:
+            await d.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.integration
 def test_email_over_smtp_with_starttls_and_login(state_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EQMON_TEST_SMTP_PASSWORD", "pw")

@@ -80,23 +80,29 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before looking: a wake() while run_once() reads the outbox (a row queued
+            # after the read began) makes the next round start at once, not a poll later.
+            self._wake.clear()
             try:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("notification dispatcher: cannot read the outbox; trying again")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
 
     async def run_once(self) -> int:
         """Start sending every due row not in flight; returns how many were started."""
         now = self._clock()
+        # Rows in flight now may be read below as they were before their send was marked (the
+        # mark commits while the read runs) and be done by the time they are looked at: skip
+        # them all, the next round reads them as they are then.
+        busy = set(self._in_flight)
         rows = await asyncio.to_thread(self.repo.list, due_at=now, limit=self._batch)
         started = 0
         for row in rows:
-            if row.message_id in self._in_flight:
+            if row.message_id in busy or row.message_id in self._in_flight:
                 continue
             await self._slots.acquire()
             task = asyncio.create_task(self._deliver(row), name=f"notify:{row.channel}")
