@@ -1,7 +1,9 @@
 """eqmon's self-metrics in one prometheus_client registry (the only import of prometheus_client).
 
-The values live where they are counted (the spool, the sink runners, the collectors, the bus);
-this module's collector reads them at scrape time, so the hot paths pay nothing. The same
+The values live where they are counted (the spool, the sink runners, the collectors, the bus,
+the notification dispatcher, the alert engine); this module's collector reads them at scrape
+time, so the hot paths pay nothing (the outbox's pending rows are counted by the dispatcher
+every few seconds, not at scrape time). The same
 registry gives three views:
 
 * ``text()``: the Prometheus exposition at ``GET /metrics``;
@@ -24,10 +26,13 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
+from alerts.engine import AlertEngine
+from alerts.notify import Dispatcher
 from collectors.registry import Collector
 from collectors.sinks import SinkRunner
 from collectors.spool import Spool
 from eqmon.bus import Bus
+from eqmon.domain import Severity
 
 
 class Sources(Protocol):
@@ -39,6 +44,8 @@ class Sources(Protocol):
     influx: Any  # the InfluxDB sink (its dead-letter count), or None
     collectors: list[Collector]
     bus: Bus
+    engine: AlertEngine
+    dispatcher: Dispatcher
     readings_in: int
     readings_lost: int
     accept_calls: int
@@ -118,6 +125,36 @@ class _ServiceCollector:
         for name, n in sorted(s.bus.failures.items()):
             subs.add_metric([name], n)
         yield subs
+
+        d = s.dispatcher
+        for name, help_, per_channel in (
+            ("eqmon_notifications_sent", "Notifications accepted by their server, per channel.", d.sent_by_channel),
+            ("eqmon_notification_attempts_failed", "Failed delivery attempts (retried unless given up), per channel.",
+             d.failed_by_channel),
+            ("eqmon_notifications_given_up", "Notifications given up (refused for good, or expired), per channel.",
+             d.given_up_by_channel),
+        ):  # fmt: skip
+            family = CounterMetricFamily(name, help_, labels=["channel"])
+            for channel, count in sorted(per_channel.items()):
+                family.add_metric([channel], count)
+            yield family
+        yield gauge(
+            "eqmon_notification_outbox_pending",
+            "Notifications waiting in the outbox (counted every few seconds).",
+            d.pending,
+        )
+        yield gauge(
+            "eqmon_notification_outbox_oldest_pending_age_seconds",
+            "Age of the oldest notification waiting in the outbox (0: none).",
+            d.oldest_pending_age(now),
+        )
+        open_alerts = GaugeMetricFamily("eqmon_alerts_open", "Open alerts (active or acknowledged), per severity.", labels=["severity"])
+        by_severity = dict.fromkeys((str(x) for x in Severity), 0)
+        for a in s.engine.active():
+            by_severity[str(a.severity)] = by_severity.get(str(a.severity), 0) + 1
+        for severity, count in by_severity.items():
+            open_alerts.add_metric([severity], count)
+        yield open_alerts
 
 
 class SelfMetrics:

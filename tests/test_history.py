@@ -1,5 +1,6 @@
 """Embedded store rollups and history queries, and the telemetry API routes (/metrics,
-history, history/aggregate, dead letters) of a running service."""
+history, history/aggregate, dead letters) of a running service; the notification dispatcher's
+and the alert engine's series in /metrics."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import httpx
 
 from collectors.embedded import EmbeddedStore
 from collectors.spool import SpoolBatch
-from eqmon.domain import Reading
+from eqmon.domain import Reading, Severity
 from eqmon_app.service import Service
+from simulators.harness import wait_until
+from simulators.receivers import WebhookReceiver
+from simulators.servers import free_port
 from tests.sitefiles import example_on_free_ports, site
 
 T0 = 1_700_000_000.0  # a multiple of 3600 minus 800 s: windows are cut below
@@ -97,3 +101,66 @@ def test_api_history_aggregate_metrics_and_dead_letters(tmp_path: Path) -> None:
                  "eqmon_sink_write_seconds_sum", "eqmon_accept_seconds_count"):
         assert name in metrics
     assert dead == {"count": 0, "items": []}
+
+
+def test_metrics_count_notifications_per_channel_and_open_alerts_by_severity(tmp_path: Path) -> None:
+    """Four channels that end differently (accepted, refused for good, unreachable, a log line)
+    and alerts of every severity, one of them resolved, on a fake clock."""
+    now = [T0]
+    hook, gone = WebhookReceiver(), WebhookReceiver(statuses=[404])
+    data = {
+        "site": {"name": "St Test"},
+        "devices": [{"id": "fridge-1", "kind": "medication_fridge", "protocol": "modbus", "host": "127.0.0.1",
+                     "port": free_port(), "interval": "1h", "registers": [{"name": "temperature_c", "address": 0}]}],
+        "api": {"host": "127.0.0.1", "port": 0},
+        "notifications": {
+            "channels": [
+                {"id": "hook", "type": "webhook", "url": hook.url, "timeout": "2s"},
+                {"id": "down", "type": "webhook", "url": f"http://127.0.0.1:{free_port()}/nobody", "timeout": "2s"},
+                {"id": "gone", "type": "webhook", "url": gone.url, "timeout": "2s"},
+                {"id": "log", "type": "log"},
+            ],
+            "routes": [
+                {"severity": ["critical"], "channels": ["hook", "log"]},
+                {"severity": ["warning"], "channels": ["down"], "resolved": False},
+                {"severity": ["info"], "channels": ["gone"]},
+            ],
+            # a failed row is tried again only in an hour: it stays pending during the test
+            "retry": {"initial": "1h", "max": "2h", "permanent_attempts": 1},
+            "poll_interval": "0.1s",
+        },
+    }  # fmt: skip
+
+    async def main() -> str:
+        service = Service(site(data), data_dir=tmp_path, clock=lambda: now[0])
+        service.dispatcher.stats_every = 0.0  # count the outbox's pending rows every round
+        await service.start()
+        try:
+            e, d = service.engine, service.dispatcher
+            e.raise_system("test-critical", Severity.CRITICAL, "CRITICAL test", now[0])
+            e.raise_system("test-warning-1", Severity.WARNING, "WARNING one", now[0])
+            e.raise_system("test-warning-2", Severity.WARNING, "WARNING two", now[0])
+            e.raise_system("test-info", Severity.INFO, "INFO test", now[0])
+            e.resolve_system("test-warning-2", now[0])  # no longer open (its notice is not routed)
+            await wait_until(lambda: d.sent == 2 and d.failed_attempts == 3 and d.given_up == 1, 10, "every row tried")
+            now[0] += 100.0  # the warnings' rows were queued 100 s ago and wait for their retry
+            await wait_until(lambda: d.pending == 2, 5, "the pending rows counted")
+            async with httpx.AsyncClient(base_url=service.api_url) as api:
+                return (await api.get("/metrics")).text
+        finally:
+            await service.stop()
+
+    with hook, gone:
+        metrics = asyncio.run(main())
+    expected = {
+        "eqmon_notifications_sent_total": {"hook": 1, "log": 1, "down": 0, "gone": 0},
+        "eqmon_notification_attempts_failed_total": {"hook": 0, "log": 0, "down": 2, "gone": 1},
+        "eqmon_notifications_given_up_total": {"hook": 0, "log": 0, "down": 0, "gone": 1},
+    }
+    for name, per_channel in expected.items():
+        for channel, n in per_channel.items():
+            assert f'{name}{{channel="{channel}"}} {float(n)!r}' in metrics, (name, channel)
+    assert "\neqmon_notification_outbox_pending 2.0\n" in metrics
+    assert "\neqmon_notification_outbox_oldest_pending_age_seconds 100.0\n" in metrics
+    for severity in ("critical", "warning", "info"):
+        assert f'eqmon_alerts_open{{severity="{severity}"}} 1.0' in metrics, severity

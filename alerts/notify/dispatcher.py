@@ -6,6 +6,10 @@ permanent refusal fails the row after ``retry.permanent_attempts`` attempts, and
 delivered ``retry.expire_after`` after it was queued is given up (both logged once per row).
 Rows being sent are never picked again while in flight, so the dispatcher itself sends nothing
 twice; after a restart it sends what is still pending. Database calls run in worker threads.
+
+What it counts (eqmon's /metrics): notifications sent, failed attempts and rows given up, per
+channel; and, read from the outbox at most every ``stats_every`` seconds while it runs, how many
+rows are pending and when the oldest of them was queued.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from eqmon.backoff import Backoff
@@ -35,6 +40,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         max_in_flight: int = 8,
         batch: int = 100,
+        stats_every: float = 5.0,
     ) -> None:
         self.repo = repo
         self.senders = senders
@@ -49,8 +55,17 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._failing: set[str] = set()  # channels whose last attempt failed (logged once)
         self.sent = 0
-        self.failed_attempts = 0
+        self.failed_attempts = 0  # a last attempt that gives up counts here too
         self.given_up = 0
+        # The same per channel, every configured one present from the start (at 0).
+        self.sent_by_channel: dict[str, int] = dict.fromkeys(senders, 0)
+        self.failed_by_channel: dict[str, int] = dict.fromkeys(senders, 0)
+        self.given_up_by_channel: dict[str, int] = dict.fromkeys(senders, 0)
+        # The outbox's pending rows (count, oldest created_at), read every ``stats_every`` s.
+        self.stats_every = stats_every
+        self.pending = 0
+        self.oldest_pending_at: float | None = None
+        self._stats_read_at = -float("inf")  # time.monotonic()
 
     def start(self) -> None:
         if self._task is None:
@@ -85,6 +100,8 @@ class Dispatcher:
             self._wake.clear()
             try:
                 await self.run_once()
+                if time.monotonic() - self._stats_read_at >= self.stats_every:
+                    await self.read_stats()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -110,6 +127,20 @@ class Dispatcher:
             task.add_done_callback(self._done_callback(row.message_id))
             started += 1
         return started
+
+    async def read_stats(self) -> None:
+        """Read the outbox's pending count and oldest pending row (``pending``,
+        ``oldest_pending_at``); the running dispatcher does it every ``stats_every`` seconds."""
+        self._stats_read_at = time.monotonic()
+        self.pending, self.oldest_pending_at = await asyncio.to_thread(self.repo.pending_stats)
+
+    def oldest_pending_age(self, now: float) -> float:
+        """Seconds since the oldest pending row was queued, as of the last read (0: none)."""
+        return 0.0 if self.oldest_pending_at is None else max(0.0, now - self.oldest_pending_at)
+
+    @staticmethod
+    def _count(by_channel: dict[str, int], channel: str) -> None:
+        by_channel[channel] = by_channel.get(channel, 0) + 1
 
     def _done_callback(self, message_id: str) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
@@ -144,12 +175,14 @@ class Dispatcher:
         # Accepted by the server: from here on the row must be marked, even during stop().
         await asyncio.shield(asyncio.to_thread(self.repo.mark_sent, row.message_id, self._clock()))
         self.sent += 1
+        self._count(self.sent_by_channel, row.channel)
         if row.channel in self._failing:
             self._failing.discard(row.channel)
             log.info("notifications on channel %s are delivered again", row.channel)
 
     async def _fail(self, row: OutboxMessage, exc: DeliveryError) -> None:
         self.failed_attempts += 1
+        self._count(self.failed_by_channel, row.channel)
         attempts = row.attempts + 1
         error = str(exc)[:500]
         if exc.permanent and attempts >= self.retry.permanent_attempts:
@@ -166,6 +199,7 @@ class Dispatcher:
 
     async def _give_up(self, row: OutboxMessage, error: str) -> None:
         self.given_up += 1
+        self._count(self.given_up_by_channel, row.channel)
         log.error(
             "notification %s on channel %s to %s failed after %d attempts: %s",
             row.message_id, row.channel, row.recipient, row.attempts + 1, error,

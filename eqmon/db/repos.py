@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -177,13 +177,21 @@ class OutboxRepo:
 
     def next_due(self) -> float | None:
         """When the earliest pending row is due (None: nothing pending)."""
-        from sqlalchemy import func
-
         with self._engine.connect() as conn:
             v = conn.execute(
                 select(func.min(notification_outbox.c.next_attempt_at)).where(notification_outbox.c.state == "pending")
             ).scalar()
             return None if v is None else float(v)
+
+    def pending_stats(self) -> tuple[int, float | None]:
+        """How many rows are pending, and when the oldest of them was queued (None: none)."""
+        with self._engine.connect() as conn:
+            n, oldest = conn.execute(
+                select(func.count(), func.min(notification_outbox.c.created_at)).where(
+                    notification_outbox.c.state == "pending"
+                )
+            ).one()
+            return int(n), None if oldest is None else float(oldest)
 
     def add(
         self,
