@@ -240,9 +240,10 @@ def run_engine(args: argparse.Namespace) -> None:
     engine = AlertEngine(site, on_change=on_change)
     t_engine = time.perf_counter() - t
     watched = {key: len(evs) for key, evs in engine._rules.items()}
-    print(f"site: {len(site.devices):,} devices ({', '.join(f'{k} {v:,}' for k, v in Counter(d.kind for d in site.devices).items())}); "
-          f"{len(site.alerts.rules):,} rules ({per_device:,} with devices:, {len(site.alerts.rules) - per_device} with device_kind:): "
-          f"{', '.join(f'{k} {v:,}' for k, v in sorted(kinds.items()))}")
+    n_rules = len(site.alerts.rules)
+    by_kind = ", ".join(f"{k} {v:,}" for k, v in Counter(d.kind for d in site.devices).items())
+    print(f"site: {len(site.devices):,} devices ({by_kind}); {n_rules:,} rules ({per_device:,} with devices:, "
+          f"{n_rules - per_device} with device_kind:): {', '.join(f'{k} {v:,}' for k, v in sorted(kinds.items()))}")
     print(f"validating the site took {t_site:.1f} s; AlertEngine(site) took {t_engine:.1f} s")
     gen = Readings(site)
     c = 0
@@ -271,7 +272,8 @@ def run_engine(args: argparse.Namespace) -> None:
         rates.append(n / wall)
         cpus.append(cpu / n * 1e6)
         d = changes - before
-        print(f"run {run + 1}: {n:,} readings in batches of {args.batch} ({evaluations / n:.2f} rule evaluations a reading) "
+        print(f"run {run + 1}: {n:,} readings in batches of {args.batch} "
+              f"({evaluations / n:.2f} rule evaluations a reading) "
               f"in {wall:.3f} s: {n / wall:,.0f} readings/s, {cpu / n * 1e6:.2f} CPU µs/reading; "
               f"raised {d['raised']}, resolved {d['resolved']}, other changes {d['active'] + d['acknowledged']}; "
               f"open {len(engine.active()):,}", flush=True)
@@ -332,7 +334,8 @@ async def latency_async(args: argparse.Namespace, url: str, got: dict[str, float
         def batch(extra: list[Reading], now: float, k: int) -> list[Reading]:
             # in-range readings of other devices around the ones that matter, as the bus delivers
             n = len(fill)
-            return [Reading(fill[(k * 7 + j) % n], "temperature_c", 5.0, now) for j in range(args.batch - len(extra))] + extra
+            others = [Reading(fill[(k * 7 + j) % n], "temperature_c", 5.0, now) for j in range(args.batch - len(extra))]
+            return others + extra
 
         for k in range(args.alerts + args.resolve_after + 1):
             target = start + k * interval

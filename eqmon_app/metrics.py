@@ -148,7 +148,9 @@ class _ServiceCollector:
             "Age of the oldest notification waiting in the outbox (0: none).",
             d.oldest_pending_age(now),
         )
-        open_alerts = GaugeMetricFamily("eqmon_alerts_open", "Open alerts (active or acknowledged), per severity.", labels=["severity"])
+        open_alerts = GaugeMetricFamily(
+            "eqmon_alerts_open", "Open alerts (active or acknowledged), per severity.", labels=["severity"]
+        )
         by_severity = dict.fromkeys((str(x) for x in Severity), 0)
         for a in s.engine.active():
             by_severity[str(a.severity)] = by_severity.get(str(a.severity), 0) + 1
