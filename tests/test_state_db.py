@@ -28,7 +28,10 @@ from eqmon.domain import Alert, AlertState, Severity
 from tests.sitefiles import example_on_free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"alerts", "alert_events", "silences", "notification_outbox", "audit_log", "eqmon_meta"}
+TABLES = {
+    "alerts", "alert_events", "silences", "notification_outbox", "audit_log", "eqmon_meta",
+    "inventory_items", "inventory_locations", "inventory_bins", "inventory_ledger", "inventory_on_hand",
+}  # fmt: skip
 
 
 @pytest.fixture

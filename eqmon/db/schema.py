@@ -4,12 +4,15 @@ so that every constraint and index has a predictable name the migrations can ref
 This describes the schema as the newest migration leaves it; the schema itself is only ever
 created and changed by the migrations (``migrations/versions/``), never by ``create_all``.
 Times are Unix seconds (double precision), as everywhere in eqmon; JSON is JSONB on PostgreSQL.
+The inventory's tables (``inventory_*``) are used by ``inventory/`` (docs/inventory.md).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Double,
@@ -20,6 +23,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -143,4 +148,117 @@ audit_log = Table(
     Column("detail", Json, nullable=False),
     Index("ix_audit_log_ts", "ts"),
     Index("ix_audit_log_subject_ts", "subject", "ts"),
+)
+
+
+# -- inventory (inventory/: docs/inventory.md) ------------------------------------------------
+
+# 64-bit ids where rows accumulate (the ledger); SQLite's INTEGER PRIMARY KEY is already 64 bits
+# (and only that exact type autoincrements there).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+LOCATION_KINDS = ("building", "floor", "room", "shelf", "bin")
+LEDGER_KINDS = ("receipt", "issue", "transfer", "count", "adjustment", "shelf")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# What is stocked: quantities are whole units (``unit``: "each", "pair", "ream" …); a pack
+# (``pack_size`` units) is what is ordered and brought; ``unit_weight_g`` turns a smart shelf's
+# weight into a count (None: not weighed).
+inventory_items = Table(
+    "inventory_items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sku", String(64), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("category", String(100), nullable=False, server_default=""),
+    Column("unit", String(32), nullable=False, server_default="each"),
+    Column("pack_size", Integer, nullable=False, server_default="1"),
+    Column("unit_weight_g", Double),
+    Column("critical", Boolean, nullable=False, server_default=false()),
+    CheckConstraint("pack_size >= 1", name="pack_size"),
+    CheckConstraint("unit_weight_g IS NULL OR unit_weight_g > 0", name="unit_weight"),
+)
+
+# Where stock is: a tree (building > floor > room > shelf > bin); a root has no parent.
+inventory_locations = Table(
+    "inventory_locations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("parent_id", Integer, ForeignKey("inventory_locations.id", ondelete="RESTRICT")),
+    Column("kind", String(16), nullable=False),
+    Column("name", Text, nullable=False),
+    CheckConstraint(_in("kind", LOCATION_KINDS), name="kind"),
+    UniqueConstraint("parent_id", "name"),
+    Index("ix_inventory_locations_parent_id", "parent_id"),
+)
+
+# Par settings of one item at one location (its "bin"): minimum <= reorder point <= par
+# (the maximum); the bin's tare and the smart shelf weighing it, if any.
+inventory_bins = Table(
+    "inventory_bins",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_id", Integer, ForeignKey("inventory_items.id", ondelete="RESTRICT"), nullable=False),
+    Column("location_id", Integer, ForeignKey("inventory_locations.id", ondelete="RESTRICT"), nullable=False),
+    Column("min_qty", Integer, nullable=False, server_default="0"),
+    Column("reorder_point", Integer, nullable=False, server_default="0"),
+    Column("par", Integer, nullable=False, server_default="0"),
+    Column("reorder_qty", Integer, nullable=False, server_default="0"),
+    Column("lead_time_s", Double, nullable=False, server_default="0"),
+    Column("tare_g", Double, nullable=False, server_default="0"),
+    Column("shelf_device_id", String(200)),
+    UniqueConstraint("item_id", "location_id"),
+    CheckConstraint("min_qty >= 0 AND min_qty <= reorder_point AND reorder_point <= par", name="levels"),
+    CheckConstraint("reorder_qty >= 0 AND lead_time_s >= 0 AND tare_g >= 0", name="non_negative"),
+    Index("ix_inventory_bins_location_id", "location_id"),
+    Index("ix_inventory_bins_shelf_device_id", "shelf_device_id"),
+)
+
+# Every change of stock, one row per item and location changed (a transfer: two rows, leg 0 out
+# of the source and leg 1 into the destination, under one idempotency key). ``delta`` is signed;
+# ``balance`` is the on-hand after the row; ``counted`` is what a count or a shelf reading found
+# (``delta`` is then the difference it made). A key is applied once: (key, leg) is unique.
+inventory_ledger = Table(
+    "inventory_ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ts", Double, nullable=False),
+    Column("item_id", Integer, ForeignKey("inventory_items.id", ondelete="RESTRICT"), nullable=False),
+    Column("location_id", Integer, ForeignKey("inventory_locations.id", ondelete="RESTRICT"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("delta", Integer, nullable=False),
+    Column("balance", Integer, nullable=False),
+    Column("counted", Integer),
+    Column("who", Text, nullable=False),
+    Column("why", Text, nullable=False, server_default=""),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("leg", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("idempotency_key", "leg"),
+    CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+    CheckConstraint("balance >= 0", name="balance"),
+    CheckConstraint("leg = 0 OR (leg = 1 AND kind = 'transfer')", name="leg"),
+    CheckConstraint(
+        "(counted IS NULL) = (kind NOT IN ('count', 'shelf')) AND (counted IS NULL OR counted = balance)",
+        name="counted",
+    ),
+    # One bin's history, in order (and its sum).
+    Index("ix_inventory_ledger_item_id_location_id_id", "item_id", "location_id", "id"),
+    Index("ix_inventory_ledger_ts", "ts"),
+)
+
+# On-hand per item and location, changed in the same transaction as the ledger rows (and the
+# row locked by every write of that bin): always the sum of the bin's ledger rows.
+inventory_on_hand = Table(
+    "inventory_on_hand",
+    metadata,
+    Column("item_id", Integer, ForeignKey("inventory_items.id", ondelete="RESTRICT"), primary_key=True),
+    Column("location_id", Integer, ForeignKey("inventory_locations.id", ondelete="RESTRICT"), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    CheckConstraint("quantity >= 0", name="quantity"),
+    Index("ix_inventory_on_hand_location_id", "location_id"),
 )
