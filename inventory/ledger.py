@@ -1,0 +1,353 @@
+"""The stock ledger: every change of stock is a row of ``inventory_ledger`` (receipt, issue,
+transfer, count, adjustment, shelf) with who, when, why and an idempotency key, and
+``inventory_on_hand`` is changed in the same transaction, so on-hand is always the sum of the
+ledger (``Ledger.verify`` checks it).
+
+Guarantees (docs/inventory.md):
+
+* **Idempotent**: a key is applied once. The same key again returns the first result
+  (``Applied.replayed``) and changes nothing; the same key for a different request raises
+  ``IdempotencyConflict``. A refused request (``InsufficientStock``) writes nothing and keeps
+  nothing, so it may be retried under the same key.
+* **No lost change**: every write locks the on-hand rows it changes (``SELECT … FOR UPDATE``
+  on PostgreSQL, in a fixed order so that two transfers cannot deadlock; SQLite has one writer,
+  ``BEGIN IMMEDIATE``) before it reads them or looks up its key; a transaction that still loses
+  a race (a key taken by a concurrent request for another bin, a serialization failure) is
+  retried a few times.
+* **Never negative**: an issue, transfer or adjustment that would leave less than nothing is
+  refused with ``InsufficientStock`` / ``InventoryError``; the database checks it too.
+
+Quantities are whole units of the item. Items, locations and bins are ``catalog.Catalog``'s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from eqmon.db import writing
+from eqmon.db.schema import (
+    inventory_items,
+    inventory_ledger,
+    inventory_locations,
+    inventory_on_hand,
+)
+
+from .errors import IdempotencyConflict, InsufficientStock, InventoryError
+
+Kind = Literal["receipt", "issue", "transfer", "count", "adjustment", "shelf"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+MAX_KEY = 200
+ATTEMPTS = 5
+# PostgreSQL: serialization failure, deadlock detected: the transaction may simply run again.
+_RETRY_SQLSTATES = {"40001", "40P01"}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger row: ``delta`` changed the on-hand of ``item_id`` at ``location_id`` to
+    ``balance``; ``counted`` is what a count or a shelf reading found."""
+
+    id: int
+    ts: float
+    item_id: int
+    location_id: int
+    kind: Kind
+    delta: int
+    balance: int
+    counted: int | None
+    who: str
+    why: str
+    idempotency_key: str
+    leg: int  # 0; a transfer's row into its destination: 1
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The rows a request wrote (a transfer: out of the source, then into the destination).
+    ``replayed``: the key had been applied before and these are that first result."""
+
+    entries: tuple[Entry, ...]
+    replayed: bool = False
+
+    @property
+    def entry(self) -> Entry:
+        """The first (for all but a transfer, the only) row."""
+        return self.entries[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A bin whose on-hand is not the sum of its ledger rows (or not its last row's balance)."""
+
+    item_id: int
+    location_id: int
+    on_hand: int | None  # None: no on-hand row
+    ledger_sum: int
+    last_balance: int | None  # None: no ledger rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Leg:
+    location_id: int
+    delta: int | None = None  # add this …
+    counted: int | None = None  # … or set on-hand to this (a count, a shelf reading)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    kind: Kind
+    item_id: int
+    legs: tuple[_Leg, ...]
+    who: str
+    why: str
+    key: str
+    ts: float
+
+
+class Ledger:
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def receive(self, item_id: int, location_id: int, quantity: int, *, who: str, key: str,
+                why: str = "", at: float | None = None) -> Applied:  # fmt: skip
+        """Stock arrived at a location (a delivery, a restock run)."""
+        _positive("receive", quantity)
+        return self._apply("receipt", item_id, (_Leg(location_id, delta=quantity),), who, why, key, at)
+
+    def issue(self, item_id: int, location_id: int, quantity: int, *, who: str, key: str,
+              why: str = "", at: float | None = None) -> Applied:  # fmt: skip
+        """Stock taken for use; ``InsufficientStock`` (nothing written) if fewer are on hand."""
+        _positive("issue", quantity)
+        return self._apply("issue", item_id, (_Leg(location_id, delta=-quantity),), who, why, key, at)
+
+    def transfer(self, item_id: int, from_location_id: int, to_location_id: int, quantity: int, *,
+                 who: str, key: str, why: str = "", at: float | None = None) -> Applied:  # fmt: skip
+        """Stock moved between locations: two rows (out, in) in one transaction."""
+        _positive("transfer", quantity)
+        if from_location_id == to_location_id:
+            raise InventoryError(f"transfer of item {item_id}: from and to are the same location ({from_location_id})")
+        legs = (_Leg(from_location_id, delta=-quantity), _Leg(to_location_id, delta=quantity))
+        return self._apply("transfer", item_id, legs, who, why, key, at)
+
+    def count(self, item_id: int, location_id: int, counted: int, *, who: str, key: str,
+              why: str = "", at: float | None = None) -> Applied:  # fmt: skip
+        """A person counted the bin: on-hand becomes ``counted``; the row's delta is the
+        correction (0 when the count agreed)."""
+        return self._set("count", item_id, location_id, counted, who, why, key, at)
+
+    def shelf_count(self, item_id: int, location_id: int, counted: int, *, who: str, key: str,
+                    why: str = "", at: float | None = None) -> Applied:  # fmt: skip
+        """A smart shelf's reading, already turned into a trusted count (``shelf.weight_to_count``
+        and its flags are the caller's): recorded like a count, kind ``shelf``; ``who`` is the
+        shelf device."""
+        return self._set("shelf", item_id, location_id, counted, who, why, key, at)
+
+    def adjust(self, item_id: int, location_id: int, delta: int, *, who: str, why: str, key: str,
+               at: float | None = None) -> Applied:  # fmt: skip
+        """A correction by a signed amount (damaged, expired, found); ``why`` is required."""
+        if delta == 0:
+            raise InventoryError(f"adjustment of item {item_id} at location {location_id}: delta must not be 0")
+        if not why.strip():
+            raise InventoryError(f"adjustment of item {item_id} at location {location_id}: say why")
+        return self._apply("adjustment", item_id, (_Leg(location_id, delta=delta),), who, why, key, at)
+
+    def _set(self, kind: Kind, item_id: int, location_id: int, counted: int, who: str, why: str,
+             key: str, at: float | None) -> Applied:  # fmt: skip
+        if counted < 0:
+            raise InventoryError(f"{kind} of item {item_id} at location {location_id}: {counted} is below 0")
+        return self._apply(kind, item_id, (_Leg(location_id, counted=counted),), who, why, key, at)
+
+    def _apply(self, kind: Kind, item_id: int, legs: tuple[_Leg, ...], who: str, why: str, key: str,
+               at: float | None) -> Applied:  # fmt: skip
+        if not key or len(key) > MAX_KEY:
+            raise InventoryError(f"an idempotency key is 1 to {MAX_KEY} characters, got {len(key)}")
+        if not who:
+            raise InventoryError("say who (a person or a device)")
+        req = _Request(kind, item_id, legs, who, why, key, self._clock() if at is None else at)
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with writing(self._engine) as conn:
+                    return _apply_in(conn, req)
+            except IntegrityError:
+                # The key was taken by a concurrent request between our look-up and our insert
+                # (possible only for a request on other bins): look again in a new transaction,
+                # which replays it or raises IdempotencyConflict. Any other violation: raise.
+                if attempt == ATTEMPTS or not self.by_key(key):
+                    raise
+            except DBAPIError as exc:
+                if attempt == ATTEMPTS or getattr(exc.orig, "sqlstate", None) not in _RETRY_SQLSTATES:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def on_hand(self, item_id: int, location_id: int) -> int:
+        oh = inventory_on_hand.c
+        with self._engine.connect() as conn:
+            q = select(oh.quantity).where(oh.item_id == item_id, oh.location_id == location_id)
+            return int(conn.execute(q).scalar() or 0)
+
+    def on_hand_at(self, location_id: int) -> dict[int, int]:
+        """Item id -> on-hand at one location (items that were never there: absent)."""
+        oh = inventory_on_hand.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(oh.item_id, oh.quantity).where(oh.location_id == location_id)).all()
+        return {r.item_id: r.quantity for r in rows}
+
+    def history(self, item_id: int, location_id: int, limit: int = 200) -> list[Entry]:
+        """One bin's rows, newest first."""
+        c = inventory_ledger.c
+        q = select(inventory_ledger).where(c.item_id == item_id, c.location_id == location_id)
+        with self._engine.connect() as conn:
+            rows = conn.execute(q.order_by(c.id.desc()).limit(limit)).mappings().all()
+        return [_entry(r) for r in rows]
+
+    def by_key(self, key: str) -> tuple[Entry, ...]:
+        """The rows written under ``key`` (empty: never applied)."""
+        with self._engine.connect() as conn:
+            return _by_key(conn, key)
+
+    def verify(self) -> list[Mismatch]:
+        """Every bin whose on-hand is not the sum of its ledger rows, or not the balance of its
+        newest row; empty when the ledger and on-hand agree. Reads one snapshot."""
+        lg, oh = inventory_ledger.c, inventory_on_hand.c
+        sums = select(lg.item_id, lg.location_id, func.sum(lg.delta).label("total"), func.max(lg.id).label("last"))
+        sums = sums.group_by(lg.item_id, lg.location_id)
+        with self._engine.connect() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            ledger = {(r.item_id, r.location_id): (int(r.total), int(r.last)) for r in conn.execute(sums)}
+            balances = dict(conn.execute(select(lg.id, lg.balance).where(lg.id.in_([v[1] for v in ledger.values()]))).tuples().all()) if ledger else {}
+            on_hand = {(r.item_id, r.location_id): r.quantity for r in conn.execute(select(oh.item_id, oh.location_id, oh.quantity))}
+        out = []
+        for bin_ in sorted(ledger.keys() | on_hand.keys()):
+            total, last = ledger.get(bin_, (0, None))
+            balance = None if last is None else balances[last]
+            have = on_hand.get(bin_)
+            if (have or 0) != total or (balance is not None and balance != have):
+                out.append(Mismatch(bin_[0], bin_[1], have, total, balance))
+        return out
+
+
+# -- one request in one transaction ------------------------------------------------------------
+
+
+def _apply_in(conn: Connection, req: _Request) -> Applied:
+    names = _names(conn, req)
+    bins = sorted({(req.item_id, leg.location_id) for leg in req.legs})
+    current = {b: _lock_on_hand(conn, *b, req.ts) for b in bins}
+    # Only now (our bins locked, so a concurrent request for them has committed or waits):
+    # was this key applied already?
+    done = _by_key(conn, req.key)
+    if done:
+        if not _same(done, req):
+            raise IdempotencyConflict(
+                f"idempotency key {req.key!r} was already used for a {done[0].kind} of item {done[0].item_id} "
+                f"at location {done[0].location_id} ({_amount(done)}), not this {req.kind}"
+            )
+        return Applied(done, replayed=True)
+    entries = []
+    for n, leg in enumerate(req.legs):
+        b = (req.item_id, leg.location_id)
+        have = current[b]
+        if leg.counted is not None:
+            delta, balance = leg.counted - have, leg.counted
+        else:
+            assert leg.delta is not None
+            delta, balance = leg.delta, have + leg.delta
+        if balance < 0:
+            item, place = names[0], names[1][leg.location_id]
+            what = f"{req.kind} {-delta} × {item} from {place}: only {have} on hand"
+            if req.kind in ("issue", "transfer"):
+                raise InsufficientStock(f"cannot {what}")
+            raise InventoryError(f"{req.kind} of {delta} × {item} at {place} would leave {balance} ({have} on hand)")
+        row = dict(
+            ts=req.ts, item_id=req.item_id, location_id=leg.location_id, kind=req.kind, delta=delta,
+            balance=balance, counted=leg.counted, who=req.who, why=req.why, idempotency_key=req.key, leg=n,
+        )  # fmt: skip
+        entry_id = conn.execute(insert(inventory_ledger).values(**row).returning(inventory_ledger.c.id)).scalar_one()
+        oh = inventory_on_hand.c
+        conn.execute(
+            update(inventory_on_hand)
+            .where(oh.item_id == req.item_id, oh.location_id == leg.location_id)
+            .values(quantity=balance, updated_at=req.ts)
+        )
+        current[b] = balance
+        entries.append(_entry({"id": entry_id, **row}))
+    return Applied(tuple(entries))
+
+
+def _names(conn: Connection, req: _Request) -> tuple[str, dict[int, str]]:
+    """The item's and the locations' names for messages; ``InventoryError`` if one is unknown."""
+    i = conn.execute(
+        select(inventory_items.c.name, inventory_items.c.sku).where(inventory_items.c.id == req.item_id)
+    ).first()
+    if i is None:
+        raise InventoryError(f"{req.kind}: no item {req.item_id}")
+    wanted = {leg.location_id for leg in req.legs}
+    loc = inventory_locations.c
+    places = {r.id: f"{r.name} (location {r.id})" for r in conn.execute(select(loc.id, loc.name).where(loc.id.in_(wanted)))}
+    missing = sorted(wanted - places.keys())
+    if missing:
+        raise InventoryError(f"{req.kind} of {i.name}: no location {', '.join(map(str, missing))}")
+    return f"{i.name} ({i.sku})", places
+
+
+def _lock_on_hand(conn: Connection, item_id: int, location_id: int, ts: float) -> int:
+    """The bin's on-hand, its row created (at 0) if new and locked until the transaction ends."""
+    ins: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(
+        ins(inventory_on_hand)
+        .values(item_id=item_id, location_id=location_id, quantity=0, updated_at=ts)
+        .on_conflict_do_nothing(index_elements=["item_id", "location_id"])
+    )
+    oh = inventory_on_hand.c
+    q = select(oh.quantity).where(oh.item_id == item_id, oh.location_id == location_id).with_for_update()
+    return int(conn.execute(q).scalar_one())
+
+
+def _by_key(conn: Connection, key: str) -> tuple[Entry, ...]:
+    c = inventory_ledger.c
+    rows = conn.execute(select(inventory_ledger).where(c.idempotency_key == key).order_by(c.leg)).mappings().all()
+    return tuple(_entry(r) for r in rows)
+
+
+def _same(done: Sequence[Entry], req: _Request) -> bool:
+    """Whether the rows ``done`` are what ``req`` would have written (its kind, item, locations
+    and amounts; who, why and when may differ on a retry)."""
+    if len(done) != len(req.legs) or done[0].kind != req.kind or done[0].item_id != req.item_id:
+        return False
+    for e, leg in zip(done, req.legs, strict=True):
+        if e.location_id != leg.location_id:
+            return False
+        if (e.counted if leg.counted is not None else e.delta) != (leg.counted if leg.counted is not None else leg.delta):
+            return False
+    return True
+
+
+def _amount(done: Sequence[Entry]) -> str:
+    e = done[0]
+    return f"counted {e.counted}" if e.counted is not None else f"{e.delta:+d}"
+
+
+def _positive(what: str, quantity: int) -> None:
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity <= 0:
+        raise InventoryError(f"{what}: the quantity must be a whole number above 0, not {quantity!r}")
+
+
+def _entry(r: RowMapping | dict[str, Any]) -> Entry:
+    return Entry(**{k: r[k] for k in Entry.__dataclass_fields__})
+
+
+__all__ = ["KINDS", "Applied", "Entry", "Kind", "Ledger", "Mismatch"]
