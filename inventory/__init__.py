@@ -6,6 +6,7 @@ Built so far:
 * ``catalog.py`` — ``Catalog``: items, locations (a tree), bins (par settings, tare, shelf)
 * ``ledger.py``  — ``Ledger``: receipts, issues, transfers, counts, adjustments and shelf counts,
   idempotent by key, on-hand kept in the same transaction, ``verify()``
+* ``shelf.py``   — a bin's weight -> count, flagged when negative, unexplained or unstable
 * ``errors.py``  — ``InventoryError``, ``InsufficientStock``, ``IdempotencyConflict``
 
 Not built yet (issue 10): the site file's ``inventory:`` section and CSV import/export, feeding
