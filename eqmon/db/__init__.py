@@ -1,5 +1,5 @@
 """The state database: everything eqmon keeps that is not telemetry (alerts and their history,
-silences, the notification outbox, the audit log), in SQLite (the default, embedded) or
+silences, the notification outbox, the audit log, the inventory's catalog and ledger), in SQLite (the default, embedded) or
 PostgreSQL, through SQLAlchemy 2 Core, its schema changed only by the Alembic migrations in
 ``migrations/`` (run at start-up and by ``eqmon db upgrade``).
 
