@@ -71,11 +71,16 @@ class AlertEngine:
         self._by_rule: dict[str, Evaluator] = {ev.rule.id: ev for ev in self._evaluators}
         # (device_id, metric) -> the evaluators of the rules that watch it
         self._rules: dict[tuple[str, str], list[Evaluator]] = {}
-        for ev in self._evaluators:
+        by_kind: dict[str, list[str]] = {}
+        for d in site.devices:
+            by_kind.setdefault(d.kind, []).append(d.id)
+        for ev in self._evaluators:  # in rule order, as each (device, metric) list keeps them
             rule = ev.rule
-            for d in site.devices:
-                if d.id in rule.devices or d.kind == rule.device_kind:
-                    self._rules.setdefault((d.id, rule.metric), []).append(ev)
+            watched = dict.fromkeys(rule.devices)
+            watched.update(dict.fromkeys(by_kind.get(rule.device_kind or "", []) if rule.device_kind else []))
+            for dev_id in watched:
+                if dev_id in self._devices:
+                    self._rules.setdefault((dev_id, rule.metric), []).append(ev)
         self._active: dict[tuple[str, str], Alert] = {}
         for a in active:
             if a.state != AlertState.RESOLVED:
