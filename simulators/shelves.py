@@ -345,9 +345,14 @@ class DevicePublisher:
             text = text[: len(text) // 2]  # a truncated frame: not valid JSON
         return text.encode()
 
-    async def start(self) -> None:
+    def begin(self) -> None:
+        """Start the device's time at ``clock()`` and ``wall()`` (``start`` does; a test that
+        drives ``tick`` on a fake clock without a connection calls it instead)."""
         self._t0 = self.clock()
         self._wall0 = self.wall()
+
+    async def start(self) -> None:
+        self.begin()
         await self.client.start()
         self.client.publish(status_topic(self.device_id), b"online", qos=1, retain=True)
         self._task = asyncio.create_task(self._loop(), name=f"shelf-{self.device_id}")
