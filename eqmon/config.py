@@ -224,14 +224,16 @@ PlainFaultName = Literal[
     "malformed", "duplicate", "out_of_order", "lastwill", "clear",
 ]  # fmt: skip
 EQUIPMENT_FAULTS: tuple[str, ...] = (
-    "drift", "stuck", "sentinel", "fault_bit", "clear",  # the model's
+    "drift", "stuck", "sentinel", "fault_bit", "door_open", "clear",  # the model's
     "exception", "slow", "silence", "reset", "wrong_tid", "wrong_function", "short_reply",
     "reboot", REJECT_FAULT,  # the Modbus server's
 )  # fmt: skip
 LINK_FAULTS: tuple[str, ...] = ("malformed", "silence", "duplicate", "out_of_order", "burst", "lastwill", "clear")
 # Faults each simulator model takes (scenario steps on its device).
+# The equipment models with a door, which the door_open fault holds open.
+DOOR_SIMULATORS: tuple[str, ...] = (*THERMAL_SIMULATORS, "negative_pressure_room")
 SIMULATOR_FAULTS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(EQUIPMENT_SIMULATORS, EQUIPMENT_FAULTS),
+    **{m: tuple(f for f in EQUIPMENT_FAULTS if f != "door_open" or m in DOOR_SIMULATORS) for m in EQUIPMENT_SIMULATORS},
     "smart_shelf": LINK_FAULTS + ("restock", "take", "set_count"),
     **dict.fromkeys(SENSOR_SIMULATORS, LINK_FAULTS + ("drift", "stuck")),
 }
@@ -1435,6 +1437,10 @@ class FaultBitParams(SimulatorParams):
     bit: Annotated[int, BeforeValidator(_sim_whole), Field(ge=0, le=15)] | None = None
 
 
+class DoorOpenParams(SimulatorParams):
+    minutes: _Positive | None = None  # default: open until clear
+
+
 class ExceptionParams(SimulatorParams):
     code: Annotated[int, BeforeValidator(_exception_code)] | None = None  # default 4
 
@@ -1491,6 +1497,11 @@ class FaultBitStep(ScenarioStep):
     params: FaultBitParams = FaultBitParams()
 
 
+class DoorOpenStep(ScenarioStep):
+    fault: Literal["door_open"]
+    params: DoorOpenParams = DoorOpenParams()
+
+
 class ExceptionStep(ScenarioStep):
     fault: Literal["exception"]
     params: ExceptionParams = ExceptionParams()
@@ -1527,12 +1538,12 @@ class CountStep(ScenarioStep):
 
 
 AnyScenarioStep = Annotated[
-    PlainFaultStep | DriftStep | FaultBitStep | ExceptionStep | SlowStep | RebootStep
+    PlainFaultStep | DriftStep | FaultBitStep | DoorOpenStep | ExceptionStep | SlowStep | RebootStep
     | RejectStep | BurstStep | RestockStep | CountStep,
     Field(discriminator="fault"),
 ]
 SCENARIO_FAULTS: tuple[str, ...] = (
-    *get_args(PlainFaultName), "drift", "fault_bit", "exception", "slow", "reboot", REJECT_FAULT,
+    *get_args(PlainFaultName), "drift", "fault_bit", "door_open", "exception", "slow", "reboot", REJECT_FAULT,
     "burst", "restock", "take", "set_count",
 )  # fmt: skip
 

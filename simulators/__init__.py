@@ -289,8 +289,8 @@ class SimulatedSite:
     def inject(self, device_id: str, fault: str, params: dict[str, Any] | None = None) -> None:
         """Apply a fault to a simulated device now.
 
-        Equipment: drift, stuck, sentinel, fault_bit, exception, slow, silence, reset, wrong_tid,
-        clear. MQTT devices: malformed, silence, duplicate, out_of_order, burst, lastwill, clear;
+        Equipment: drift, stuck, sentinel, fault_bit, door_open, exception, slow, silence, reset,
+        wrong_tid, wrong_function, short_reply, reboot, reject, clear. MQTT devices: malformed, silence, duplicate, out_of_order, burst, lastwill, clear;
         shelves also restock, take, set_count; sensors also drift, stuck.
         KeyError for an unknown or unsimulated device, ValueError for a bad fault or params.
         """

@@ -49,7 +49,7 @@ BIT_ACTIVE = 1  # compressor_on / heater_on
 BIT_DEFROST = 2
 BIT_FAULT = 3
 
-MODEL_FAULTS = ("drift", "stuck", "sentinel", "fault_bit", "clear")
+MODEL_FAULTS = ("drift", "stuck", "sentinel", "fault_bit", "door_open", "clear")
 PROTOCOL_FAULTS = (
     "exception", "slow", "silence", "reset", "wrong_tid", "wrong_function", "short_reply", "reboot", "reject",
 )  # fmt: skip
@@ -181,9 +181,11 @@ def protocol_fault(bank: RegisterBank, fault: str, params: dict[str, Any]) -> No
 
 class ModelFaults:
     """The model faults every equipment model takes: drift of its main metric toward a target,
-    a stuck main register, the sensor-failure sentinel, fault bits, and clear. A model sets
-    ``metric`` and ``drift_rate_default`` (per minute) and implements ``_stuck_word()``."""
+    a stuck main register, the sensor-failure sentinel, fault bits, a door held open (models
+    with a door), and clear. A model sets ``metric`` and ``drift_rate_default`` (per minute) and
+    implements ``_stuck_word()``; a model with a door implements ``_hold_door``/``_shut_door``."""
 
+    kind: str
     metric = "temperature_c"
     drift_rate_default = 1.0
     fault_bit_default = BIT_FAULT
@@ -208,12 +210,20 @@ class ModelFaults:
         self.stuck_word: int | None = None
         self.sentinel = False
         self.fault_bits = 0
+        self.door_held = False  # door_open: held open until it times out or clear
 
     def _stuck_word(self) -> int:
         raise NotImplementedError
 
+    def _hold_door(self, minutes: float | None) -> None:
+        """door_open: the door stays open for ``minutes`` (None: until clear)."""
+        raise ValueError(f"{self.kind} has no door; door_open is for {', '.join(DOOR_MODELS)}")
+
+    def _shut_door(self) -> None:
+        """clear after door_open: someone shuts the door."""
+
     def inject(self, fault: str, params: dict[str, Any] | None = None) -> None:
-        """Apply a model fault: drift, stuck, sentinel, fault_bit or clear."""
+        """Apply a model fault: drift, stuck, sentinel, fault_bit, door_open or clear."""
         params = dict(params or {})
         if fault == "drift":
             metric = params.get("metric", self.metric)
@@ -233,7 +243,17 @@ class ModelFaults:
             if isinstance(bit, bool) or not isinstance(bit, int) or not 0 <= bit <= 15:
                 raise ValueError(f"fault_bit needs bit 0..15, got {bit!r}")
             self.fault_bits |= 1 << bit
+        elif fault == "door_open":
+            minutes = None
+            if "minutes" in params:
+                minutes = _num(params, "minutes")
+                if minutes <= 0:
+                    raise ValueError("door_open needs minutes > 0 (or none: open until clear)")
+            self._hold_door(minutes)
+            self.door_held = True
         elif fault == "clear":
+            if self.door_held:
+                self._shut_door()
             self._init_faults()
         else:
             raise ValueError(f"unknown model fault {fault!r}; expected one of {MODEL_FAULTS}")
@@ -249,6 +269,8 @@ class ModelFaults:
             out.append("sentinel")
         if self.fault_bits:
             out.append(f"fault bits 0x{self.fault_bits:04X}")
+        if self.door_held:
+            out.append("door held open")
         return out
 
 
@@ -317,6 +339,13 @@ class ThermalModel(ModelFaults):
     def door_open(self) -> bool:
         return self.door_open_until is not None
 
+    def _hold_door(self, minutes: float | None) -> None:
+        self.door_open_until = math.inf if minutes is None else self.now + minutes * 60.0
+
+    def _shut_door(self) -> None:
+        self.door_open_until = None
+        self.next_door = self._next_door(self.now)
+
     @property
     def defrosting(self) -> bool:
         return self.defrost_until is not None
@@ -334,6 +363,7 @@ class ThermalModel(ModelFaults):
         # door
         if self.door_open_until is not None and t >= self.door_open_until:
             self.door_open_until = None
+            self.door_held = False
             self.next_door = self._next_door(t)
         if self.door_open_until is None and t >= self.next_door:
             self.door_open_until = t + self.rng.uniform(*s.door_s)
@@ -364,6 +394,10 @@ class ThermalModel(ModelFaults):
                 elif self.temperature >= sp + h:
                     self.active = False
             if self.defrosting:
+                self.active = False
+            if self.fault_bits & (1 << BIT_FAULT):
+                # the compressor (warmer: heater) has failed: it does not run, and the cabinet
+                # drifts toward the room's temperature
                 self.active = False
             rate = (s.ambient - self.temperature) / s.tau_s
             if self.active:
@@ -527,9 +561,17 @@ class NegativePressureRoom(ProcessModel):
     def _next(self, now: float) -> float:
         return math.inf if self.door_per_hour <= 0 else now + self.rng.expovariate(self.door_per_hour / 3600.0)
 
+    def _hold_door(self, minutes: float | None) -> None:
+        self.door_until = math.inf if minutes is None else self.now + minutes * 60.0
+
+    def _shut_door(self) -> None:
+        self.door_until = None
+        self.next_door = self._next(self.now)
+
     def _advance(self, t: float, dt: float) -> None:
         if self.door_until is not None and t >= self.door_until:
             self.door_until = None
+            self.door_held = False
             self.next_door = self._next(t)
         if self.door_until is None and t >= self.next_door:
             self.door_until = t + self.rng.uniform(4.0, 15.0)
@@ -693,6 +735,9 @@ def vaccine_freezer(rng: random.Random, params: dict[str, Any] | None = None) ->
 def blanket_warmer(rng: random.Random, params: dict[str, Any] | None = None) -> ThermalModel:
     return ThermalModel("blanket_warmer", rng, params)
 
+
+# The models with a door (status bit 0), which the door_open fault holds open.
+DOOR_MODELS = ("medication_refrigerator", "vaccine_freezer", "blanket_warmer", "negative_pressure_room")
 
 EQUIPMENT_MODELS = {
     "medication_refrigerator": medication_refrigerator,

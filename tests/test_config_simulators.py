@@ -74,12 +74,13 @@ def test_params_given_are_handed_over_validated() -> None:
     s = Site.model_validate(site(
         [modbus(setpoint=4, reject_addresses="input:10-11,holding:0"), mqtt(**SHELF | {"capacity": 600.0})],
         [{"at": "20s", "device": "fridge-1", "fault": "exception", "params": {"code": "0x0A"}},
-         {"at": 1, "device": "fridge-1", "fault": "stuck"}],
+         {"at": 1, "device": "fridge-1", "fault": "stuck"},
+         {"at": "2m", "device": "fridge-1", "fault": "door_open", "params": {"minutes": 30}}],
     ))  # fmt: skip
     assert s.devices[0].simulator is not None and s.devices[1].simulator is not None
     assert s.devices[0].simulator.param_values() == {"setpoint": 4.0, "reject_addresses": "input:10-11,holding:0"}
     assert s.devices[1].simulator.param_values() == {**SHELF, "capacity": 600}
-    assert [step.param_values() for step in s.scenario] == [{"code": 10}, {}]
+    assert [step.param_values() for step in s.scenario] == [{"code": 10}, {}, {"minutes": 30.0}]
     sim = SimulatedSite(s, mqtt_host="127.0.0.1", mqtt_port=1883)
     assert sim.bank("fridge-1").missing == {("input", 10), ("input", 11), ("holding", 0)}
 
@@ -122,6 +123,10 @@ def test_params_given_are_handed_over_validated() -> None:
          "scenario[0].params.addresses: required key is missing"),
         (site([modbus()], [{"at": "1s", "device": "fridge-1", "fault": "fault_bit", "params": {"bit": 16}}]),
          "scenario[0].params.bit: expected less than or equal to 15, got 16"),
+        (site([modbus()], [{"at": "1s", "device": "fridge-1", "fault": "door_open", "params": {"minutes": 0}}]),
+         "scenario[0].params.minutes: expected greater than 0, got 0"),
+        (site([modbus("oxygen_pipeline_monitor")], [{"at": "1s", "device": "fridge-1", "fault": "door_open"}]),
+         "scenario[0].fault: fridge-1 (oxygen_pipeline_monitor) does not take fault 'door_open'"),
         (site([mqtt(**SHELF)], [{"at": "1s", "device": "shelf-1", "fault": "burst", "params": {"factor": 0.5}}]),
          "scenario[0].params.factor: expected greater than or equal to 1, got 0.5"),
         (site([mqtt(**SHELF)], [{"at": "1s", "device": "shelf-1", "fault": "take"}]), "scenario[0].params: required key is missing"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import queue
 import random
 import socket
@@ -33,7 +34,7 @@ from simulators.modbus_server import (
     word_to_int16,
     words_to_float32,
 )
-from simulators.models import ThermalModel
+from simulators.models import EQUIPMENT_MODELS, ThermalModel
 from simulators.mqtt_wire import (
     MqttPublisher,
     decode_remaining_length,
@@ -384,6 +385,61 @@ def test_drift_stuck_sentinel_fault_bit_and_clear() -> None:
         m.inject("drift", {"metric": "humidity", "target": 1})
     with pytest.raises(ValueError, match="expected one of"):
         m.inject("explode")
+
+
+def test_a_compressor_fault_stops_the_compressor_and_the_freezer_warms() -> None:
+    m = ThermalModel("vaccine_freezer", random.Random(0), {"door_per_hour": 0, "defrost_every_h": 0})
+    bank = RegisterBank()
+    m.step(600)
+    m.inject("fault_bit")  # bit 3, compressor_fault
+    start, temps = m.temperature, []
+    for t in range(660, 600 + 3 * 3600 + 1, 60):
+        m.step(t)
+        m.write(bank)
+        assert bank.input[2] & 0b1010 == 0b1000 and bank.input[3] == 5  # fault, compressor off
+        temps.append(m.temperature)
+    assert temps == sorted(temps)  # only the heat leak: warmer every minute
+    # the leak's exponential toward the room (22 °C, time constant 30 000 s), nothing else
+    assert temps[-1] == pytest.approx(22 - (22 - start) * math.exp(-3 * 3600 / 30_000), abs=0.01)
+    assert temps[-1] > -15.0
+    m.inject("clear")
+    m.step(600 + 4 * 3600)
+    m.write(bank)
+    assert m.temperature < -20.0 and bank.input[2] & 0b1000 == 0
+
+
+def test_door_open_holds_the_door_open_for_minutes_or_until_clear() -> None:
+    m = ThermalModel("medication_refrigerator", random.Random(1), {"door_per_hour": 0})
+    bank = RegisterBank()
+    m.step(600)
+    m.inject("door_open", {"minutes": 30})
+    assert m.active_faults == ["door held open"]
+    for t in range(610, 600 + 30 * 60, 10):
+        m.step(t)
+        m.write(bank)
+        assert bank.input[2] & 0b1 and bank.input[3] == 2  # door open, for all of the 30 min
+    assert 11.0 < m.temperature < 14.0  # the compressor loses against the open door
+    m.step(600 + 30 * 60 + 10)
+    m.write(bank)
+    assert not bank.input[2] & 0b1 and m.active_faults == []  # shut after 30 min
+    m.inject("door_open")
+    m.step(600 + 5 * 3600)
+    assert m.door_open
+    m.inject("clear")
+    m.step(600 + 5 * 3600 + 10)
+    assert not m.door_open
+    with pytest.raises(ValueError, match="minutes > 0"):
+        m.inject("door_open", {"minutes": 0})
+    with pytest.raises(ValueError, match="has no door"):
+        EQUIPMENT_MODELS["oxygen_pipeline_monitor"](random.Random(0)).inject("door_open")
+    room = EQUIPMENT_MODELS["negative_pressure_room"](random.Random(0), {"door_per_hour": 0})
+    room.inject("door_open", {"minutes": 5})
+    room.step(60)
+    room.step(80)
+    room.write(bank)
+    assert room.value > -2.5 and bank.input[1] & 0b11 == 0b11  # door open, pressure alarm
+    room.step(400)
+    assert room.value < -2.5
 
 
 def test_setpoint_written_by_master_is_followed() -> None:
