@@ -128,6 +128,13 @@ def fmt_duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
+def since_text(ctx: RuleContext, since: float, now: float) -> str:
+    """"since 14:02 (25 min)": when the condition began and how long it has held; "since 14:02"
+    alone when it is raised the moment it began (a rule without delay: "(0 s)" says nothing)."""
+    lasted = f" ({fmt_duration(now - since)})" if now - since >= 1 else ""
+    return f"since {ctx.clock_time(since)}{lasted}"
+
+
 def metric_label(metric: str) -> str:
     """``temperature_c`` → ``temperature``, ``door_open`` → ``door open``."""
     for suffix in ("_c", "_f", "_pa", "_psig", "_v", "_pct", "_g", "_kg"):
@@ -218,7 +225,7 @@ class ThresholdEvaluator:
         unit = self.ctx.unit(dev, rule.metric)
         high = rule.above is not None and p.last > rule.above
         how = f"{p.last:.1f}{unit} above {rule.above:g}{unit}" if high else f"{p.last:.1f}{unit} below {rule.below:g}{unit}"
-        text = f"{metric_label(rule.metric)} {how} since {self.ctx.clock_time(p.since)} ({fmt_duration(ts - p.since)})"
+        text = f"{metric_label(rule.metric)} {how} {since_text(self.ctx, p.since, ts)}"
         return Raise(dev, p.since, text, p.last, p.worst, "high" if high else "low")
 
 
@@ -313,10 +320,7 @@ class RangeEvaluator:
         else:
             what = "too cold" if temp else "too low"
             how = f"{p.last:.1f}{unit} below {rule.low:g}{unit}"
-        text = (
-            f"{what}: {metric_label(rule.metric)} {how} since {self.ctx.clock_time(p.since)} "
-            f"({fmt_duration(ts - p.since)})"
-        )
+        text = f"{what}: {metric_label(rule.metric)} {how} {since_text(self.ctx, p.since, ts)}"
         worse: Literal["high", "low"] = "high" if p.side == "high" else "low"
         return Raise(dev, p.since, text, p.last, p.worst, worse, extra={"side": p.side})
 
@@ -615,7 +619,7 @@ class StateEvaluator:
         since, value = self._since[dev]
         if now - since < self.ctx.delay(self.rule.for_) or self.ctx.open_alert(self.rule.id, dev) is not None:
             return []
-        text = f"{self.state_name(value)} since {self.ctx.clock_time(since)} ({fmt_duration(now - since)})"
+        text = f"{self.state_name(value)} {since_text(self.ctx, since, now)}"
         return [Raise(dev, since, text, value)]
 
     def state_name(self, value: StateValue) -> str:
@@ -669,8 +673,8 @@ class SensorFailureEvaluator:
         if now - since < self.ctx.delay(self.rule.for_) or self.ctx.open_alert(self.rule.id, dev) is not None:
             return []
         text = (
-            f"{metric_label(self.rule.metric)} sensor failed (the device reports no valid reading) since "
-            f"{self.ctx.clock_time(since)} ({fmt_duration(now - since)})"
+            f"{metric_label(self.rule.metric)} sensor failed (the device reports no valid reading) "
+            f"{since_text(self.ctx, since, now)}"
         )
         return [Raise(dev, since, text)]
 

@@ -343,7 +343,7 @@ def test_state_at_once_and_enum_states() -> None:
     reading(e, "mode", "running_no_load", 2, dev="gen-1")
     reading(e, "mode", "running_on_load", 3, dev="gen-1")
     assert changes[-1].rule_id == "generator-on-load"
-    assert changes[-1].message == "INFO Generator: mode running on load since 21:29 (0 s)"
+    assert changes[-1].message == "INFO Generator: mode running on load since 21:29"  # at once: no "(0 s)"
     reading(e, "mode", "off", 40, dev="gen-1")
     assert str(changes[-1].state) == "resolved"
     e.on_readings([Reading("fridge-1", "compressor_fault", None, at(41), Quality.BAD)])
