@@ -203,20 +203,28 @@ class AlertEngine:
             if d not in self._grouped or now >= start + self._wait:
                 self._raise_offline(self._devices[d], event)
 
+    @staticmethod
+    def _down_since(event: DeviceStatusEvent) -> float:
+        """When the outage began, for texts and the alert's start: the collector's ``since``
+        (the first failed poll, a silent device's last message) or when it was seen. Delays
+        (``incident_wait``) count from ``ts``, when it was seen."""
+        return event.ts if event.since is None else event.since
+
     def _raise_offline(self, dev: Device, event: DeviceStatusEvent) -> None:
         what = "not responding" if event.state == DeviceState.OFFLINE else "silent (no data)"
+        since = self._down_since(event)
         # A reason that already says what to check (a gateway's 0x0A/0x0B: the unit id, the
         # serial line) is not contradicted by the generic advice.
         check = "" if "check " in event.reason else "check its power and network cable, then "
         msg = (
-            f"WARNING {dev.display_name}{self._where(dev)}: {what} since {self._clock_time(event.ts)} "
+            f"WARNING {dev.display_name}{self._where(dev)}: {what} since {self._clock_time(since)} "
             f"({event.reason}); {check}call Facilities"
         )
-        self._raise((OFFLINE_RULE_ID, dev.id), Severity.WARNING, "", msg, event.ts, None)
+        self._raise((OFFLINE_RULE_ID, dev.id), Severity.WARNING, "", msg, since, None)
 
     def _raise_incident(self, g: OutageGroup, key: tuple[str, str]) -> None:
         members = sorted(g.members, key=lambda m: self._devices[m].display_name)
-        since = min(self._down[m].ts for m in members)
+        since = min(self._down_since(self._down[m]) for m in members)
         names = [self._devices[m].display_name for m in members]
         extra: dict[str, Any] = {"devices": members, "group": g.kind}
         if g.location:
@@ -230,7 +238,7 @@ class AlertEngine:
         for ev in self._evaluators:
             self._apply(ev, ev.on_outage(event.device_id, event.ts))
         why = "not answering" if event.state != DeviceState.MISCONFIGURED else "rejecting eqmon's requests"
-        note = f" — condition now unknown: the device is {why} since {self._clock_time(event.ts)}"
+        note = f" — condition now unknown: the device is {why} since {self._clock_time(self._down_since(event))}"
         for (_, device_id), a in self._active.items():
             if device_id != event.device_id or not a.metric:
                 continue

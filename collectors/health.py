@@ -97,6 +97,7 @@ class DeviceHealth:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.consecutive_failures = 0
+        self._failing_since: float | None = None  # the first of the consecutive failures
         self.rejected: tuple[RejectedRegister, ...] = ()  # registers the device rejects
         self._registers = 0  # how many registers the device has (for the reason text)
 
@@ -108,6 +109,7 @@ class DeviceHealth:
         many the device has in all."""
         self.last_success = ts
         self.consecutive_failures = 0
+        self._failing_since = None
         was = self.state
         self._set(DeviceState.ONLINE, ts, "")
         if was == DeviceState.MISCONFIGURED:
@@ -137,8 +139,9 @@ class DeviceHealth:
     def failure(self, ts: float, error: str) -> None:
         self.last_error, self.last_error_at = error, ts
         self.consecutive_failures += 1
+        self._failing_since = ts if self._failing_since is None else self._failing_since
         if self.consecutive_failures >= self.offline_after:
-            self._set(DeviceState.OFFLINE, ts, error)
+            self._set(DeviceState.OFFLINE, ts, error, since=self._failing_since)
         elif self.state not in (DeviceState.OFFLINE, DeviceState.MISCONFIGURED):
             self._set(DeviceState.DEGRADED, ts, error)
 
@@ -147,7 +150,8 @@ class DeviceHealth:
         offline at once, without waiting for ``offline_after`` missed polls."""
         self.last_error, self.last_error_at = error, ts
         self.consecutive_failures += 1
-        self._set(DeviceState.OFFLINE, ts, error)
+        self._failing_since = ts if self._failing_since is None else self._failing_since
+        self._set(DeviceState.OFFLINE, ts, error, since=self._failing_since)
 
     def misconfigured(self, ts: float, error: str, *, rejected: Sequence[RejectedRegister] | None = None) -> None:
         """The device rejects what we ask of it (Modbus 0x01/0x02/0x03): a site-file problem,
@@ -169,9 +173,11 @@ class DeviceHealth:
             return
         last = self.last_success
         if last is not None and now - last > self.stale_after:
-            self._set(DeviceState.STALE, now, f"nothing received for {now - last:.0f} s")
+            gap = now - last
+            quiet = f"{gap:.0f} s" if gap < 120 else f"{gap // 60:.0f} min"
+            self._set(DeviceState.STALE, now, f"nothing received for {quiet}", since=last)
 
-    def _set(self, state: DeviceState, ts: float, reason: str) -> None:
+    def _set(self, state: DeviceState, ts: float, reason: str, *, since: float | None = None) -> None:
         if state == self.state:
             return
         old, self.state, self.since = self.state, state, ts
@@ -180,7 +186,7 @@ class DeviceHealth:
                 log.info("device %s is back online (was %s)", self.device_id, old)
         else:
             log.warning("device %s is %s: %s", self.device_id, state, reason)
-        self._emit(DeviceStatusEvent(self.device_id, state, ts, reason))
+        self._emit(DeviceStatusEvent(self.device_id, state, ts, reason, since=since))
 
     def snapshot(self) -> HealthSnapshot:
         return HealthSnapshot(

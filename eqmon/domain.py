@@ -61,6 +61,10 @@ class DeviceStatusEvent:
     # The device still answers and only some of what it is asked is affected (a misconfigured
     # event naming the registers it rejects while the others are read): its readings go on.
     partial: bool = False
+    # Offline or stale: when the outage began, if the collector knows and it is before ``ts``
+    # (the first of the failed polls; a silent device's last message, ``stale_after`` before it
+    # was found silent). ``ts`` is when the change was seen.
+    since: float | None = None
 
 
 class Severity(enum.StrEnum):

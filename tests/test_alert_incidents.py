@@ -162,6 +162,28 @@ def test_a_device_that_shares_nothing_raises_at_once_and_a_short_blip_of_a_group
     assert opened(changes) == [("device-offline", "warmer-1")]
 
 
+def test_an_outage_is_dated_from_when_it_began_and_waits_from_when_it_was_seen() -> None:
+    """A silent device is found stale ``stale_after`` after its last message, an unanswering one
+    offline at its third failed poll: the texts and the alert's start say since when it has been
+    quiet (the event's ``since``), the wait for its group counts from when it was seen."""
+    e, changes = engine()
+    e.on_status(DeviceStatusEvent("fridge-2", DeviceState.STALE, T0 + 600, "nothing received for 10 min", since=T0))
+    e.tick(T0 + 659)
+    assert changes == []
+    e.tick(T0 + 660)
+    (alert,) = changes
+    assert alert.message == (
+        "WARNING Fridge 2 (Ward 4B utility): silent (no data) since 21:26 (nothing received for 10 min); "
+        "check its power and network cable, then call Facilities"
+    )
+    assert alert.started_at == T0
+    e.on_status(DeviceStatusEvent("fridge-5a", DeviceState.OFFLINE, T0 + 620, "no reply", since=T0 + 600))
+    e.on_status(DeviceStatusEvent("fridge-5b", DeviceState.OFFLINE, T0 + 630, "no reply", since=T0 + 610))
+    e.tick(T0 + 680)
+    assert opened(changes[1:]) == [("incident-location", "location:Ward 5A")]
+    assert "all 2 devices not responding since 21:36 — " in changes[1].message and changes[1].started_at == T0 + 600
+
+
 def test_devices_behind_a_link_that_is_down_wait_for_it() -> None:
     e, changes = engine()
     e.on_link("mqtt-broker-unreachable", True, ["fridge-5a"])

@@ -22,6 +22,7 @@ def test_offline_after_missed_polls_and_one_log_line_per_change(caplog: pytest.L
     assert [(e.state, e.ts) for e in events] == [
         (DeviceState.ONLINE, 0.0), (DeviceState.DEGRADED, 1.0), (DeviceState.OFFLINE, 3.0), (DeviceState.ONLINE, 10.0),
     ]  # fmt: skip
+    assert events[2].since == 1.0  # offline since the first of the failed polls, seen at the third
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "device fridge-1 is degraded: cannot connect to 127.0.0.1:15021",
@@ -42,7 +43,12 @@ def test_silent_mqtt_device_goes_stale_once_and_recovers() -> None:
     h.check_stale(1700.0)
     h.success(1750.0)
     assert [e.state for e in events] == [DeviceState.ONLINE, DeviceState.STALE, DeviceState.ONLINE]
-    assert events[1].ts == 1601.0 and "nothing received for 601 s" in events[1].reason
+    # seen at 1601, silent since its last message (the alert says "silent since" that time)
+    assert (events[1].ts, events[1].since, events[1].reason) == (1601.0, 1000.0, "nothing received for 10 min")
+    quick = DeviceHealth("sensor-1", stale_after=60, emit=events.append)
+    quick.success(0.0)
+    quick.check_stale(90.0)
+    assert events[-1].reason == "nothing received for 90 s"
 
 
 def test_rejected_registers_keep_the_device_online_and_are_announced_once(caplog: pytest.LogCaptureFixture) -> None:
