@@ -370,11 +370,12 @@ class AlertEngine:
                 continue
             dev = self._devices[d]
             due = max(event.ts, self._uncovered_at.get(d, event.ts)) + self._wait
+            since = self._down_since(event)
             out.append({
                 "rule_id": OFFLINE_RULE_ID, "device_id": d, "metric": "", "severity": "warning",
-                "since": event.ts, "due": due,
+                "since": since, "due": due,
                 "message": f"{dev.display_name}{self._where(dev)}: not answering since "
-                f"{self._clock_time(event.ts)}; waiting for the rest of its group until {self._clock_time(due)}",
+                f"{self._clock_time(since)}; waiting for the rest of its group until {self._clock_time(due)}",
             })  # fmt: skip
         return sorted(out, key=lambda p: p["due"])
 

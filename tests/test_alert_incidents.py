@@ -170,6 +170,8 @@ def test_an_outage_is_dated_from_when_it_began_and_waits_from_when_it_was_seen()
     e.on_status(DeviceStatusEvent("fridge-2", DeviceState.STALE, T0 + 600, "nothing received for 10 min", since=T0))
     e.tick(T0 + 659)
     assert changes == []
+    (waiting,) = e.pending(T0 + 659)
+    assert (waiting["since"], waiting["due"]) == (T0, T0 + 660) and "not answering since 21:26;" in waiting["message"]
     e.tick(T0 + 660)
     (alert,) = changes
     assert alert.message == (
