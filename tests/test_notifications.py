@@ -156,6 +156,25 @@ def test_an_incident_is_routed_by_its_location() -> None:
     assert rows[0]["payload"]["alert"]["location"] == "Ward 4B"
 
 
+def test_a_repeat_planned_again_after_a_restart_goes_to_whom_it_was_for() -> None:
+    """Repeat 1 at 15 min goes to those called by then (Ann, Bob, the desk). A planner restarted
+    at 25 min — past Cid's escalation at 20 min — plans repeat 1 again (the outbox drops the
+    same ids): to the same people, not to Cid as well (tests/test_notify_crash.py, for real)."""
+    site = _site(NOTIFY.replace("repeat: {critical: 30m}", "repeat: {critical: 15m}"))
+    a = _alert()
+    p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    p.on_change(a, "raised", 1000.0)
+    before = {r["message_id"] for r in p.due(1000.0 + 900) if r["payload"]["event"] == "repeated"}
+    assert len(before) == 3
+    q = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    q.restore(a, 1000.0)
+    after = q.due(1000.0 + 1500)
+    assert {r["message_id"] for r in after if r["payload"]["event"] == "repeated"} == before
+    assert _to([r for r in after if r["payload"]["event"] == "escalated"]) == {
+        ("mail", "bob@example.org"), ("mail", "cid@example.org"),
+    }  # fmt: skip
+
+
 def test_location_and_severity_select_routes_and_storms_become_a_digest() -> None:
     site = _site()
     p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)

@@ -231,10 +231,13 @@ class NotificationPlanner:
         names = esc.calls[0][2] if esc.calls and esc.calls[0][0] == 0 else ()
         return self._channel_targets(route) + [t for n in names for t in self._contact_targets(route, n)]
 
-    def _reached(self, a: Alert, tr: _Tracked, at: float, *, resolved_notice: bool = False) -> list[Target]:
-        """Everyone called about the alert by ``at`` (escalation stops at acknowledgement) who
-        is still on shift at ``at``, and the routes' channels."""
-        end = at if a.acknowledged_at is None else min(at, a.acknowledged_at)
+    def _reached(
+        self, a: Alert, tr: _Tracked, at: float, *, resolved_notice: bool = False, called_by: float | None = None
+    ) -> list[Target]:
+        """Everyone called about the alert by ``at`` (or by ``called_by``; escalation stops at
+        acknowledgement) who is still on shift at ``at``, and the routes' channels."""
+        by = at if called_by is None else called_by
+        end = by if a.acknowledged_at is None else min(by, a.acknowledged_at)
         seen: dict[tuple[str, str], Target] = {}
         for ri, r in self._routes(a):
             if resolved_notice and not r.resolved:
@@ -321,7 +324,10 @@ class NotificationPlanner:
                 if n > tr.repeats:
                     tr.repeats = n
                     text = f"REPEAT (unacknowledged for {_minutes(now - tr.raised_at)}): {a.message}"
-                    rows += [self._row(a, "repeated", n, text, t, now) for t in self._reached(a, tr, now)]
+                    # Everyone called by the repeat's own time (on shift now), not by now:
+                    # planned again after a restart past the next step, it goes to the same people.
+                    called = self._reached(a, tr, now, called_by=tr.raised_at + n * every)
+                    rows += [self._row(a, "repeated", n, text, t, now) for t in called]
         rows += self._flush_digest(now)
         return self._dedup(rows)
 
