@@ -19,6 +19,7 @@ range or out of range; only the sensor-failure rule counts ``bad`` ones.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal, Protocol
@@ -110,6 +111,14 @@ class Evaluator(Protocol):
         """The device stopped answering: what was pending stops (a reading that does not come
         is neither in nor out of range); open alerts stay open."""
         ...
+
+
+def _waiting(ev: ThresholdEvaluator | StateEvaluator | SensorFailureEvaluator, since: Iterable[tuple[str, float]]) -> list[Pending]:
+    """The devices whose condition holds ``since`` and whose rule's ``for`` delay is running."""
+    delay = ev.ctx.delay(ev.rule.for_)
+    if delay <= 0:
+        return []
+    return [Pending(dev, t, t + delay) for dev, t in since if ev.ctx.open_alert(ev.rule.id, dev) is None]
 
 
 def pending_of(ev: Evaluator) -> list[Pending]:
@@ -213,12 +222,7 @@ class ThresholdEvaluator:
         return []
 
     def pending(self) -> list[Pending]:
-        delay = self.ctx.delay(self.rule.for_)
-        return [
-            Pending(dev, p.since, p.since + delay)
-            for dev, p in self._pending.items()
-            if delay > 0 and self.ctx.open_alert(self.rule.id, dev) is None
-        ]
+        return _waiting(self, ((dev, p.since) for dev, p in self._pending.items()))
 
     def _raise(self, dev: str, p: _Pending, ts: float) -> Raise:
         rule = self.rule
@@ -635,12 +639,7 @@ class StateEvaluator:
         return []
 
     def pending(self) -> list[Pending]:
-        delay = self.ctx.delay(self.rule.for_)
-        return [
-            Pending(dev, since, since + delay)
-            for dev, (since, _) in self._since.items()
-            if delay > 0 and self.ctx.open_alert(self.rule.id, dev) is None
-        ]
+        return _waiting(self, ((dev, since) for dev, (since, _) in self._since.items()))
 
 
 class SensorFailureEvaluator:
@@ -683,12 +682,7 @@ class SensorFailureEvaluator:
         return []
 
     def pending(self) -> list[Pending]:
-        delay = self.ctx.delay(self.rule.for_)
-        return [
-            Pending(dev, since, since + delay)
-            for dev, since in self._since.items()
-            if delay > 0 and self.ctx.open_alert(self.rule.id, dev) is None
-        ]
+        return _waiting(self, self._since.items())
 
 
 def make_evaluator(rule: AnyRule, ctx: RuleContext) -> Evaluator:
