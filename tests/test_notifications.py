@@ -127,6 +127,17 @@ def test_routes_escalation_repeat_ack_and_resolved_notice() -> None:
     assert res[0]["payload"]["text"].startswith("RESOLVED after 67 min: CRITICAL Fridge")
 
 
+def test_a_repeat_whose_rows_were_not_written_is_planned_again() -> None:
+    """The service could not write the rows of repeat 1 (database away): the next call plans the
+    same repeat again, under the same ids."""
+    site = _site()
+    p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
+    p.on_change(_alert(), "raised", 1000.0)
+    first = [r for r in p.due(1000.0 + 1800) if r["payload"]["event"] == "repeated"]
+    again = [r for r in p.due(1000.0 + 1801) if r["payload"]["event"] == "repeated"]
+    assert first and {r["message_id"] for r in again} == {r["message_id"] for r in first}
+
+
 def test_a_silenced_alert_notifies_nobody_until_its_silence_ends_then_escalates_from_then() -> None:
     site = _site()
     p = NotificationPlanner(site, site.notifications, clock=lambda: 0.0)
@@ -609,3 +620,39 @@ def test_notifications_default_is_a_log_line() -> None:
 
     assert isinstance(DEFAULT_NOTIFICATIONS, Notifications)
     assert [c.type for c in DEFAULT_NOTIFICATIONS.channels] == ["log"]
+
+
+def test_a_webhook_peer_that_does_not_answer_http_is_a_delivery_failure_to_retry() -> None:
+    """A real TCP peer on loopback that answers garbage and closes: a DeliveryError (retried,
+    logged as the channel failing), not an unexpected exception with a traceback."""
+    import socket
+
+    from alerts.notify.channels import DeliveryError, WebhookSender
+    from eqmon.config import WebhookChannel
+    from eqmon.db.repos import OutboxMessage
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    sender = WebhookSender(WebhookChannel(id="hook", type="webhook", timeout=5.0))
+    msg = OutboxMessage(
+        id=1, message_id="m1", alert_id=None, channel="hook", recipient=f"http://127.0.0.1:{port}/x",
+        payload={"text": "hi"}, state="pending", attempts=0, next_attempt_at=0.0, created_at=0.0,
+    )  # fmt: skip
+    try:
+        with pytest.raises(DeliveryError) as exc:
+            asyncio.run(sender.send(msg))
+        assert not exc.value.permanent and "BadStatusLine" in str(exc.value)
+    finally:
+        t.join(5)
+        srv.close()

@@ -9,6 +9,7 @@ The MQTT channel does not import paho (only collectors/mqtt.py does): it is hand
 from __future__ import annotations
 
 import asyncio
+import http.client
 import inspect
 import logging
 import smtplib
@@ -151,7 +152,8 @@ class WebhookSender:
         except urllib.error.HTTPError as exc:
             status = exc.code
             exc.close()
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: an answer that is not HTTP (BadStatusLine, a closed connection)
             reason = getattr(exc, "reason", exc)
             raise DeliveryError(f"{type(exc).__name__}: {one_line(str(reason), 200)}") from None
         if 200 <= status < 300:

@@ -321,8 +321,11 @@ class NotificationPlanner:
             every = self.settings.repeat.get(str(a.severity))  # type: ignore[call-overload]
             if every:
                 n = math.floor((now - tr.raised_at) / every)
-                if n > tr.repeats:
-                    tr.repeats = n
+                # The current repeat is planned at every call, as escalations are: the outbox
+                # keeps one row per message id, and a write that failed (database away) is
+                # simply made again at the next call instead of the repeat being lost.
+                if n >= 1:
+                    tr.repeats = max(tr.repeats, n)
                     text = f"REPEAT (unacknowledged for {_minutes(now - tr.raised_at)}): {a.message}"
                     # Everyone called by the repeat's own time (on shift now), not by now:
                     # planned again after a restart past the next step, it goes to the same people.
