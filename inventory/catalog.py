@@ -5,7 +5,7 @@ call; filling it from the site file or CSV is not built yet (docs/inventory.md).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, TypeVar, get_args
 
 from sqlalchemy import Engine, RowMapping, insert, select, update
@@ -57,6 +57,8 @@ class Bin:
 
 
 _BIN_SETTINGS = ("min_qty", "reorder_point", "par", "reorder_qty", "lead_time_s", "tare_g", "shelf_device_id")
+# A slots dataclass keeps no defaults on the class (getattr(Bin, k) is a slot descriptor).
+_BIN_DEFAULTS = {f.name: f.default for f in fields(Bin) if f.name in _BIN_SETTINGS}
 
 
 class Catalog:
@@ -162,7 +164,7 @@ class Catalog:
             r = conn.execute(
                 select(inventory_bins).where(c.item_id == item_id, c.location_id == location_id)
             ).mappings().first()
-            current = {k: getattr(Bin, k) for k in _BIN_SETTINGS} if r is None else {k: r[k] for k in _BIN_SETTINGS}
+            current = dict(_BIN_DEFAULTS) if r is None else {k: r[k] for k in _BIN_SETTINGS}
             new = {**current, **settings}
             _check_levels(item_id, location_id, new)
             if r is None:
