@@ -41,6 +41,7 @@ from eqmon.db.schema import (
 )
 
 from .errors import IdempotencyConflict, InsufficientStock, InventoryError
+from .usage import add_use, is_use
 
 Kind = Literal["receipt", "issue", "transfer", "count", "adjustment", "shelf"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
@@ -246,7 +247,8 @@ class Ledger:
 def _apply_in(conn: Connection, req: _Request) -> Applied:
     names = _names(conn, req)
     bins = sorted({(req.item_id, leg.location_id) for leg in req.legs})
-    current = {b: _lock_on_hand(conn, *b, req.ts) for b in bins}
+    locked = {b: _lock_on_hand(conn, *b, req.ts) for b in bins}
+    current = {b: row.quantity for b, row in locked.items()}
     # Only now (our bins locked, so a concurrent request for them has committed or waits):
     # was this key applied already?
     done = _by_key(conn, req.key)
@@ -281,7 +283,7 @@ def _apply_in(conn: Connection, req: _Request) -> Applied:
         conn.execute(
             update(inventory_on_hand)
             .where(oh.item_id == req.item_id, oh.location_id == leg.location_id)
-            .values(quantity=balance, updated_at=req.ts)
+            .values(quantity=balance, updated_at=req.ts, **_usage(locked[b], req.kind, delta, req.ts))
         )
         current[b] = balance
         entries.append(_entry({"id": entry_id, **row}))
@@ -304,17 +306,31 @@ def _names(conn: Connection, req: _Request) -> tuple[str, dict[int, str]]:
     return f"{i.name} ({i.sku})", places
 
 
-def _lock_on_hand(conn: Connection, item_id: int, location_id: int, ts: float) -> int:
-    """The bin's on-hand, its row created (at 0) if new and locked until the transaction ends."""
+def _lock_on_hand(conn: Connection, item_id: int, location_id: int, ts: float) -> Any:
+    """The bin's on-hand row (quantity and use), created (at 0) if new and locked until the
+    transaction ends."""
     ins: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(
         ins(inventory_on_hand)
-        .values(item_id=item_id, location_id=location_id, quantity=0, updated_at=ts)
+        .values(item_id=item_id, location_id=location_id, quantity=0, updated_at=ts, first_at=ts)
         .on_conflict_do_nothing(index_elements=["item_id", "location_id"])
     )
     oh = inventory_on_hand.c
-    q = select(oh.quantity).where(oh.item_id == item_id, oh.location_id == location_id).with_for_update()
-    return int(conn.execute(q).scalar_one())
+    q = select(oh.quantity, oh.use_decayed, oh.use_at, oh.first_at).where(
+        oh.item_id == item_id, oh.location_id == location_id
+    )
+    return conn.execute(q.with_for_update()).one()
+
+
+def _usage(row: Any, kind: str, delta: int, ts: float) -> dict[str, float]:
+    """The on-hand row's use columns after a row of ``kind`` and ``delta`` at ``ts``
+    (inventory/usage.py): its use added, its first time moved back for a back-dated row."""
+    out: dict[str, float] = {}
+    if is_use(kind, delta):
+        out["use_decayed"], out["use_at"] = add_use(row.use_decayed, row.use_at, -delta, ts)
+    if ts < row.first_at:
+        out["first_at"] = ts
+    return out
 
 
 def _by_key(conn: Connection, key: str) -> tuple[Entry, ...]:

@@ -251,7 +251,9 @@ inventory_ledger = Table(
 )
 
 # On-hand per item and location, changed in the same transaction as the ledger rows (and the
-# row locked by every write of that bin): always the sum of the bin's ledger rows.
+# row locked by every write of that bin): always the sum of the bin's ledger rows. With it the
+# bin's use (migration 0004, inventory/usage.py): ``use_decayed`` the exponentially weighted sum
+# of its use valued at ``use_at`` (None: no use yet), ``first_at`` its first ledger row's time.
 inventory_on_hand = Table(
     "inventory_on_hand",
     metadata,
@@ -259,6 +261,9 @@ inventory_on_hand = Table(
     Column("location_id", Integer, ForeignKey("inventory_locations.id", ondelete="RESTRICT"), primary_key=True),
     Column("quantity", Integer, nullable=False),
     Column("updated_at", Double, nullable=False),
+    Column("use_decayed", Double, nullable=False, server_default="0"),
+    Column("use_at", Double),
+    Column("first_at", Double, nullable=False, server_default="0"),
     CheckConstraint("quantity >= 0", name="quantity"),
     Index("ix_inventory_on_hand_location_id", "location_id"),
 )
