@@ -1,0 +1,187 @@
+"""Stock status per bin (an item's par settings at a location): its level, its consumption rate,
+days of supply and predicted stock-out (docs/inventory.md, "Status and forecast").
+
+Levels (DOMAIN.md), from the on-hand ``q`` and the bin's settings:
+
+* ``out``           — ``q == 0`` (a bin with par 0 is not stocked: never out)
+* ``below_min``     — ``q < min_qty``
+* ``below_reorder`` — ``q < reorder_point``
+* ``in_stock``      — ``reorder_point <= q <= par``
+* ``above_par``     — ``q > par``
+
+The use per day is the bin's exponentially weighted recent use (inventory/usage.py: issues and
+shelf readings that went down, half-life one day), kept on its on-hand row by the ledger, so one
+query over the bins, items, on-hand and the location tree gives the status: no ledger rows are
+read. Days of supply = on-hand ÷ use per day; the predicted stock-out is ``now`` + that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from sqlalchemy import Connection, Engine, Integer, Text, and_, case, cast, literal, null, select
+
+from eqmon.db.schema import inventory_bins, inventory_items, inventory_locations, inventory_on_hand
+
+from .errors import InventoryError
+from .usage import rate_per_day
+
+Level = Literal["out", "below_min", "below_reorder", "in_stock", "above_par"]
+LEVELS: tuple[Level, ...] = get_args(Level)
+PATH_SEP = " / "
+
+
+@dataclass(frozen=True, slots=True)
+class BinStatus:
+    """One bin's stock at ``now``. ``room`` is the supply room it is in (its nearest location of
+    kind room, itself included; without one: ``room_id`` None and ``room`` its root); ``path`` the room and the finer
+    locations down to the bin ("Ward 4B supply room / shelf A"; the room's name alone for a bin
+    at the room itself). ``use_per_day`` is 0.0 when no use was seen; ``days_of_supply`` and
+    ``stockout_at`` are then None. An ``out`` bin has 0 days and ``stockout_at == now``."""
+
+    item_id: int
+    sku: str
+    name: str
+    unit: str
+    pack_size: int
+    critical: bool
+    location_id: int
+    location: str
+    room_id: int | None
+    room: str
+    path: str
+    on_hand: int
+    min_qty: int
+    reorder_point: int
+    par: int
+    reorder_qty: int
+    lead_time_s: float
+    level: Level
+    use_per_day: float
+    days_of_supply: float | None
+    stockout_at: float | None
+
+    @property
+    def subject(self) -> str:
+        """A stable id of the bin for alerts: ``bin:<sku>@<location id>``."""
+        return f"bin:{self.sku}@{self.location_id}"
+
+    @property
+    def below_reorder_point(self) -> bool:
+        return self.level in ("out", "below_min", "below_reorder")
+
+
+def level_of(on_hand: int, min_qty: int, reorder_point: int, par: int) -> Level:
+    if on_hand <= 0 and par > 0:
+        return "out"
+    if on_hand < min_qty:
+        return "below_min"
+    if on_hand < reorder_point:
+        return "below_reorder"
+    if on_hand > par:
+        return "above_par"
+    return "in_stock"
+
+
+def bin_statuses(engine: Engine, *, now: float, location_id: int | None = None) -> list[BinStatus]:
+    """The status of every bin under ``location_id`` in the location tree (itself included; a
+    supply room: all its shelves and bins), or of all bins; by path, then item name.
+    ``InventoryError`` for an unknown location."""
+    loc = inventory_locations.c
+    with engine.connect() as conn:
+        if location_id is None:
+            anchor = select(
+                loc.id,
+                loc.name,
+                case((loc.kind == "room", loc.id), else_=cast(null(), Integer)).label("room_id"),
+                case((loc.kind == "room", loc.name), else_=cast(null(), Text)).label("room"),
+                cast(loc.name, Text).label("path"),
+            ).where(loc.parent_id.is_(None))
+        else:
+            room_id, room, path = _start(conn, location_id)
+            anchor = select(
+                loc.id,
+                loc.name,
+                cast(literal(room_id, Integer), Integer).label("room_id"),
+                cast(literal(room, Text), Text).label("room"),
+                cast(literal(path, Text), Text).label("path"),
+            ).where(loc.id == location_id)
+        tree = anchor.cte("tree", recursive=True)
+        child = inventory_locations.alias("child")
+        is_room = child.c.kind == "room"
+        tree = tree.union_all(
+            select(
+                child.c.id,
+                child.c.name,
+                case((is_room, child.c.id), else_=tree.c.room_id),
+                case((is_room, cast(child.c.name, Text)), else_=tree.c.room),
+                case((is_room, cast(child.c.name, Text)), else_=tree.c.path + PATH_SEP + child.c.name),
+            ).where(child.c.parent_id == tree.c.id)
+        )
+        b, i, oh = inventory_bins.c, inventory_items.c, inventory_on_hand.c
+        q = (
+            select(
+                tree.c.id, tree.c.name.label("location"), tree.c.room_id, tree.c.room, tree.c.path,
+                b.item_id, i.sku, i.name, i.unit, i.pack_size, i.critical,
+                b.min_qty, b.reorder_point, b.par, b.reorder_qty, b.lead_time_s,
+                oh.quantity, oh.use_decayed, oh.use_at, oh.first_at,
+            )  # fmt: skip
+            .select_from(tree)
+            .join(inventory_bins, b.location_id == tree.c.id)
+            .join(inventory_items, i.id == b.item_id)
+            .outerjoin(inventory_on_hand, and_(oh.item_id == b.item_id, oh.location_id == b.location_id))
+        )
+        rows = conn.execute(q).all()
+    out = [_status(r, now) for r in rows]
+    out.sort(key=lambda s: (s.path, s.name, s.sku))
+    return out
+
+
+def _start(conn: Connection, location_id: int) -> tuple[int | None, str | None, str]:
+    """The room (id, name) of ``location_id`` and its path (see ``BinStatus``), from its
+    ancestors (one recursive query)."""
+    loc = inventory_locations.c
+    start = select(loc.id, loc.parent_id, loc.kind, loc.name, literal(0).label("depth")).where(loc.id == location_id)
+    up = start.cte("up", recursive=True)
+    parent = inventory_locations.alias("parent")
+    up = up.union_all(
+        select(parent.c.id, parent.c.parent_id, parent.c.kind, parent.c.name, up.c.depth + 1).where(
+            parent.c.id == up.c.parent_id
+        )
+    )
+    chain = conn.execute(select(up.c.id, up.c.kind, up.c.name).order_by(up.c.depth)).all()  # the location first
+    if not chain:
+        raise InventoryError(f"no location {location_id}")
+    names = []
+    for id_, kind, name in chain:
+        names.append(name)
+        if kind == "room":
+            return id_, name, PATH_SEP.join(reversed(names))
+    return None, None, PATH_SEP.join(reversed(names))
+
+
+def _status(r: Any, now: float) -> BinStatus:
+    on_hand = int(r.quantity or 0)
+    level = level_of(on_hand, r.min_qty, r.reorder_point, r.par)
+    use = 0.0 if r.quantity is None else rate_per_day(r.use_decayed, r.use_at, r.first_at, now)
+    days: float | None
+    stockout: float | None
+    if level == "out":
+        days, stockout = 0.0, now
+    elif use > 0:
+        days = on_hand / use
+        stockout = now + days * 86_400.0
+    else:
+        days = stockout = None
+    root = r.path.split(PATH_SEP, 1)[0]
+    return BinStatus(
+        item_id=r.item_id, sku=r.sku, name=r.name, unit=r.unit, pack_size=r.pack_size, critical=bool(r.critical),
+        location_id=r.id, location=r.location, room_id=r.room_id,
+        room=root if r.room is None else r.room, path=r.path, on_hand=on_hand, min_qty=r.min_qty,
+        reorder_point=r.reorder_point, par=r.par, reorder_qty=r.reorder_qty, lead_time_s=float(r.lead_time_s),
+        level=level, use_per_day=use, days_of_supply=days, stockout_at=stockout,
+    )  # fmt: skip
+
+
+__all__ = ["LEVELS", "BinStatus", "Level", "bin_statuses", "level_of"]
