@@ -20,7 +20,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, Engine, Integer, Text, and_, case, cast, literal, null, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    literal,
+    null,
+    select,
+)
 
 from eqmon.db.schema import inventory_bins, inventory_items, inventory_locations, inventory_on_hand
 
@@ -88,69 +101,87 @@ def bin_statuses(engine: Engine, *, now: float, location_id: int | None = None) 
     """The status of every bin under ``location_id`` in the location tree (itself included; a
     supply room: all its shelves and bins), or of all bins; by path, then item name.
     ``InventoryError`` for an unknown location."""
-    loc = inventory_locations.c
     with engine.connect() as conn:
         if location_id is None:
-            anchor = select(
-                loc.id,
-                loc.name,
-                case((loc.kind == "room", loc.id), else_=cast(null(), Integer)).label("room_id"),
-                case((loc.kind == "room", loc.name), else_=cast(null(), Text)).label("room"),
-                cast(loc.name, Text).label("path"),
-            ).where(loc.parent_id.is_(None))
+            rows = conn.execute(_ALL).tuples().all()
         else:
             room_id, room, path = _start(conn, location_id)
-            anchor = select(
-                loc.id,
-                loc.name,
-                cast(literal(room_id, Integer), Integer).label("room_id"),
-                cast(literal(room, Text), Text).label("room"),
-                cast(literal(path, Text), Text).label("path"),
-            ).where(loc.id == location_id)
-        tree = anchor.cte("tree", recursive=True)
-        child = inventory_locations.alias("child")
-        is_room = child.c.kind == "room"
-        tree = tree.union_all(
-            select(
-                child.c.id,
-                child.c.name,
-                case((is_room, child.c.id), else_=tree.c.room_id),
-                case((is_room, cast(child.c.name, Text)), else_=tree.c.room),
-                case((is_room, cast(child.c.name, Text)), else_=tree.c.path + PATH_SEP + child.c.name),
-            ).where(child.c.parent_id == tree.c.id)
-        )
-        b, i, oh = inventory_bins.c, inventory_items.c, inventory_on_hand.c
-        q = (
-            select(
-                tree.c.id, tree.c.name.label("location"), tree.c.room_id, tree.c.room, tree.c.path,
-                b.item_id, i.sku, i.name, i.unit, i.pack_size, i.critical,
-                b.min_qty, b.reorder_point, b.par, b.reorder_qty, b.lead_time_s,
-                oh.quantity, oh.use_decayed, oh.use_at, oh.first_at,
-            )  # fmt: skip
-            .select_from(tree)
-            .join(inventory_bins, b.location_id == tree.c.id)
-            .join(inventory_items, i.id == b.item_id)
-            .outerjoin(inventory_on_hand, and_(oh.item_id == b.item_id, oh.location_id == b.location_id))
-        )
-        rows = conn.execute(q).all()
+            params = {"start_id": location_id, "start_room_id": room_id, "start_room": room, "start_path": path}
+            rows = conn.execute(_UNDER, params).tuples().all()
     out = [_status(r, now) for r in rows]
     out.sort(key=lambda s: (s.path, s.name, s.sku))
     return out
 
 
-def _start(conn: Connection, location_id: int) -> tuple[int | None, str | None, str]:
-    """The room (id, name) of ``location_id`` and its path (see ``BinStatus``), from its
-    ancestors (one recursive query)."""
+def _statement(under: bool) -> Select[Any]:
+    """The bins of a subtree of locations (``under``: from the location ``:start_id``, whose
+    room and path are given; else from the roots) with their items, on-hand and use; built once
+    (its SQL is then cached) with the tree as a recursive CTE carrying each location's room and
+    path."""
     loc = inventory_locations.c
-    start = select(loc.id, loc.parent_id, loc.kind, loc.name, literal(0).label("depth")).where(loc.id == location_id)
-    up = start.cte("up", recursive=True)
+    if under:
+        anchor = select(
+            loc.id,
+            loc.name,
+            cast(bindparam("start_room_id", type_=Integer), Integer).label("room_id"),
+            cast(bindparam("start_room", type_=Text), Text).label("room"),
+            cast(bindparam("start_path", type_=Text), Text).label("path"),
+        ).where(loc.id == bindparam("start_id"))
+    else:
+        anchor = select(
+            loc.id,
+            loc.name,
+            case((loc.kind == "room", loc.id), else_=cast(null(), Integer)).label("room_id"),
+            case((loc.kind == "room", loc.name), else_=cast(null(), Text)).label("room"),
+            cast(loc.name, Text).label("path"),
+        ).where(loc.parent_id.is_(None))
+    tree = anchor.cte("tree", recursive=True)
+    child = inventory_locations.alias("child")
+    is_room = child.c.kind == "room"
+    tree = tree.union_all(
+        select(
+            child.c.id,
+            child.c.name,
+            case((is_room, child.c.id), else_=tree.c.room_id),
+            case((is_room, cast(child.c.name, Text)), else_=tree.c.room),
+            case((is_room, cast(child.c.name, Text)), else_=tree.c.path + PATH_SEP + child.c.name),
+        ).where(child.c.parent_id == tree.c.id)
+    )
+    b, i, oh = inventory_bins.c, inventory_items.c, inventory_on_hand.c
+    return (
+        select(
+            tree.c.id, tree.c.name.label("location"), tree.c.room_id, tree.c.room, tree.c.path,
+            b.item_id, i.sku, i.name, i.unit, i.pack_size, i.critical,
+            b.min_qty, b.reorder_point, b.par, b.reorder_qty, b.lead_time_s,
+            oh.quantity, oh.use_decayed, oh.use_at, oh.first_at,
+        )  # fmt: skip
+        .select_from(tree)
+        .join(inventory_bins, b.location_id == tree.c.id)
+        .join(inventory_items, i.id == b.item_id)
+        .outerjoin(inventory_on_hand, and_(oh.item_id == b.item_id, oh.location_id == b.location_id))
+    )
+
+
+def _ancestors() -> Select[Any]:
+    loc = inventory_locations.c
+    start = select(loc.id, loc.parent_id, loc.kind, loc.name, literal(0).label("depth"))
+    up = start.where(loc.id == bindparam("start_id")).cte("up", recursive=True)
     parent = inventory_locations.alias("parent")
     up = up.union_all(
         select(parent.c.id, parent.c.parent_id, parent.c.kind, parent.c.name, up.c.depth + 1).where(
             parent.c.id == up.c.parent_id
         )
     )
-    chain = conn.execute(select(up.c.id, up.c.kind, up.c.name).order_by(up.c.depth)).all()  # the location first
+    return select(up.c.id, up.c.kind, up.c.name).order_by(up.c.depth)  # the location first
+
+
+_ALL, _UNDER, _UP = _statement(False), _statement(True), _ancestors()
+
+
+def _start(conn: Connection, location_id: int) -> tuple[int | None, str | None, str]:
+    """The room (id, name) of ``location_id`` and its path (see ``BinStatus``), from its
+    ancestors (one recursive query)."""
+    chain = conn.execute(_UP, {"start_id": location_id}).tuples().all()
     if not chain:
         raise InventoryError(f"no location {location_id}")
     names = []
@@ -161,10 +192,13 @@ def _start(conn: Connection, location_id: int) -> tuple[int | None, str | None, 
     return None, None, PATH_SEP.join(reversed(names))
 
 
-def _status(r: Any, now: float) -> BinStatus:
-    on_hand = int(r.quantity or 0)
-    level = level_of(on_hand, r.min_qty, r.reorder_point, r.par)
-    use = 0.0 if r.quantity is None else rate_per_day(r.use_decayed, r.use_at, r.first_at, now)
+def _status(r: tuple[Any, ...], now: float) -> BinStatus:
+    # Unpacked by position: a Row's attributes by name cost more than the rest of the status.
+    (loc_id, location, room_id, room, path, item_id, sku, name, unit, pack_size, critical,
+     min_qty, reorder_point, par, reorder_qty, lead_time_s, quantity, use_decayed, use_at, first_at) = r  # fmt: skip
+    on_hand = quantity or 0
+    level = level_of(on_hand, min_qty, reorder_point, par)
+    use = 0.0 if quantity is None else rate_per_day(use_decayed, use_at, first_at, now)
     days: float | None
     stockout: float | None
     if level == "out":
@@ -174,13 +208,10 @@ def _status(r: Any, now: float) -> BinStatus:
         stockout = now + days * 86_400.0
     else:
         days = stockout = None
-    root = r.path.split(PATH_SEP, 1)[0]
     return BinStatus(
-        item_id=r.item_id, sku=r.sku, name=r.name, unit=r.unit, pack_size=r.pack_size, critical=bool(r.critical),
-        location_id=r.id, location=r.location, room_id=r.room_id,
-        room=root if r.room is None else r.room, path=r.path, on_hand=on_hand, min_qty=r.min_qty,
-        reorder_point=r.reorder_point, par=r.par, reorder_qty=r.reorder_qty, lead_time_s=float(r.lead_time_s),
-        level=level, use_per_day=use, days_of_supply=days, stockout_at=stockout,
+        item_id, sku, name, unit, pack_size, bool(critical), loc_id, location, room_id,
+        path.split(PATH_SEP, 1)[0] if room is None else room, path, on_hand, min_qty, reorder_point, par,
+        reorder_qty, float(lead_time_s), level, use, days, stockout,
     )  # fmt: skip
 
 
