@@ -27,7 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -96,6 +104,20 @@ class Mismatch:
 
 
 @dataclass(frozen=True, slots=True)
+class ShelfReading:
+    """One smart-shelf reading already turned into a trusted count, for ``Ledger.shelf_counts``
+    (the arguments of ``shelf_count``)."""
+
+    item_id: int
+    location_id: int
+    counted: int
+    who: str
+    key: str
+    why: str = ""
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Leg:
     location_id: int
     delta: int | None = None  # add this …
@@ -153,6 +175,40 @@ class Ledger:
         and its flags are the caller's): recorded like a count, kind ``shelf``; ``who`` is the
         shelf device."""
         return self._set("shelf", item_id, location_id, counted, who, why, key, at)
+
+    def shelf_counts(self, readings: Sequence[ShelfReading]) -> list[Applied]:
+        """Many shelf readings in one transaction (what a feed collecting them for a moment
+        does): each is applied exactly as ``shelf_count`` would, in the order given, and the
+        results come in that order (a key already applied, or repeated in the batch, is
+        replayed). All or nothing: an unknown item or location, a bad reading or a key used
+        for another request raises (``InventoryError``, ``IdempotencyConflict``) and writes
+        nothing. Its rows lock their bins in (item, location) order, as every write does."""
+        if not readings:
+            return []
+        now = self._clock()
+        for r in readings:
+            if r.counted < 0:
+                raise InventoryError(f"shelf of item {r.item_id} at location {r.location_id}: {r.counted} is below 0")
+            if not r.key or len(r.key) > MAX_KEY:
+                raise InventoryError(f"an idempotency key is 1 to {MAX_KEY} characters, got {len(r.key)}")
+            if not r.who:
+                raise InventoryError("say who (a person or a device)")
+        reqs = [
+            _Request("shelf", r.item_id, (_Leg(r.location_id, counted=r.counted),), r.who, r.why, r.key,
+                     now if r.at is None else r.at)
+            for r in readings
+        ]  # fmt: skip
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with writing(self._engine) as conn:
+                    return _apply_shelf_batch(conn, reqs)
+            except IntegrityError:
+                if attempt == ATTEMPTS:
+                    raise
+            except DBAPIError as exc:
+                if attempt == ATTEMPTS or getattr(exc.orig, "sqlstate", None) not in _RETRY_SQLSTATES:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def adjust(self, item_id: int, location_id: int, delta: int, *, who: str, why: str, key: str,
                at: float | None = None) -> Applied:  # fmt: skip
@@ -239,6 +295,141 @@ class Ledger:
             if (have or 0) != total or (balance is not None and balance != have):
                 out.append(Mismatch(bin_[0], bin_[1], have, total, balance))
         return out
+
+
+# -- many shelf readings in one transaction -----------------------------------------------------
+
+# The hot statements go to the driver as text with its own executemany: SQLAlchemy's per-row
+# and per-IN-value parameter handling cost more than the database's work (docs/performance.md,
+# "Inventory"). Identifiers and placeholders only; every value is a parameter.
+_SHELF_COLUMNS = ("id", "ts", "item_id", "location_id", "kind", "delta", "balance", "counted", "who", "why",
+                  "idempotency_key", "leg")  # fmt: skip
+_CHUNK = 1000  # values in one IN (…)
+
+
+def _apply_shelf_batch(conn: Connection, reqs: list[_Request]) -> list[Applied]:
+    pg = conn.dialect.name == "postgresql"
+    mark = "%s" if pg else "?"
+
+    def marks(n: int) -> str:
+        return ", ".join([mark] * n)
+
+    items = {r.item_id for r in reqs}
+    places = {r.legs[0].location_id for r in reqs}
+    known_items = set(conn.execute(select(inventory_items.c.id).where(inventory_items.c.id.in_(items))).scalars())
+    known_places = set(conn.execute(select(inventory_locations.c.id).where(inventory_locations.c.id.in_(places))).scalars())
+    if items - known_items or places - known_places:
+        what = [f"item {i}" for i in sorted(items - known_items)] + [f"location {p}" for p in sorted(places - known_places)]
+        raise InventoryError(f"shelf readings: no {', '.join(what)}")
+
+    def lock(bins: list[tuple[int, int]]) -> dict[tuple[int, int], list[Any]]:
+        """The existing on-hand rows of ``bins``, locked in (item, location) order."""
+        out = {}
+        cols = "SELECT item_id, location_id, quantity, use_decayed, use_at, first_at FROM inventory_on_hand"
+        if pg:  # one statement, the bins as two arrays
+            sql = (f"{cols} WHERE (item_id, location_id) IN (SELECT * FROM unnest(%s::integer[], %s::integer[])) "
+                   "ORDER BY item_id, location_id FOR UPDATE")  # fmt: skip
+            parts: list[tuple[str, Any]] = [(sql, ([b[0] for b in bins], [b[1] for b in bins]))]
+        else:
+            parts = [
+                (f"{cols} WHERE (item_id, location_id) IN ({', '.join(['(?, ?)'] * len(part))})",
+                 tuple(v for b in part for v in b))
+                for part in (bins[n : n + _CHUNK] for n in range(0, len(bins), _CHUNK))
+            ]  # fmt: skip
+        for sql, params in parts:
+            for row in conn.exec_driver_sql(sql, params):
+                out[(row[0], row[1])] = list(row[2:])
+        return out
+
+    bins = sorted({(r.item_id, r.legs[0].location_id) for r in reqs})
+    state = lock(bins)  # bin -> [quantity, use_decayed, use_at, first_at]
+    missing = [b for b in bins if b not in state]
+    if missing:
+        ins: Any = pg_insert if pg else sqlite_insert
+        first: dict[tuple[int, int], float] = {}
+        for r in reqs:
+            b = (r.item_id, r.legs[0].location_id)
+            first[b] = min(r.ts, first.get(b, r.ts))
+        conn.execute(
+            ins(inventory_on_hand).on_conflict_do_nothing(index_elements=["item_id", "location_id"]),
+            [{"item_id": i, "location_id": loc, "quantity": 0, "updated_at": first[(i, loc)],
+              "first_at": first[(i, loc)]} for i, loc in missing],
+        )  # fmt: skip
+        state.update(lock(missing))
+    # Only now (the bins locked): which keys were applied already?
+    done: dict[str, tuple[Entry, ...]] = {}
+    keys = list({r.key: None for r in reqs})
+    cols = ", ".join(Entry.__dataclass_fields__)
+    for n in range(0, len(keys), _CHUNK):
+        part = keys[n : n + _CHUNK]
+        sql = f"SELECT {cols} FROM inventory_ledger WHERE idempotency_key "
+        sql += "= ANY(%s) ORDER BY leg" if pg else f"IN ({marks(len(part))}) ORDER BY leg"
+        for row in conn.exec_driver_sql(sql, (part,) if pg else tuple(part)):
+            e = Entry(*row)
+            done[e.idempotency_key] = done.get(e.idempotency_key, ()) + (e,)
+    results: list[Applied | tuple[str, bool]] = []  # a replay of an earlier batch, or (key, replayed)
+    rows: dict[str, tuple[Any, ...]] = {}  # key -> new row (without its id)
+    for req in reqs:
+        prior = done.get(req.key)
+        if prior is None and req.key in rows:  # repeated within this batch
+            prior = (Entry(0, *rows[req.key]),)
+        if prior is not None:
+            if not _same(prior, req):
+                raise IdempotencyConflict(
+                    f"idempotency key {req.key!r} was already used for a {prior[0].kind} of item {prior[0].item_id} "
+                    f"at location {prior[0].location_id} ({_amount(prior)}), not this shelf"
+                )
+            results.append(Applied(prior, replayed=True) if req.key in done else (req.key, True))
+            continue
+        b = (req.item_id, req.legs[0].location_id)
+        st = state[b]
+        counted = req.legs[0].counted
+        assert counted is not None
+        delta = counted - st[0]
+        if is_use("shelf", delta):
+            st[1], st[2] = add_use(st[1], st[2], -delta, req.ts)
+        st[0] = counted
+        st[3] = min(st[3], req.ts)
+        rows[req.key] = (req.ts, req.item_id, b[1], "shelf", delta, counted, counted, req.who, req.why, req.key, 0)
+        results.append((req.key, False))
+    entries: dict[str, Entry] = {}
+    if rows:
+        # Ids taken up front (the insert is then a plain executemany, no RETURNING per row):
+        # from the sequence on PostgreSQL; on SQLite this transaction is the only writer.
+        if pg:
+            q = f"SELECT nextval(pg_get_serial_sequence('inventory_ledger', 'id')) FROM generate_series(1, {len(rows)})"
+            ids = [r[0] for r in conn.exec_driver_sql(q)]
+        else:
+            top = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM inventory_ledger").scalar_one()
+            ids = list(range(top + 1, top + 1 + len(rows)))
+        entries = {key: Entry(id_, *row) for id_, (key, row) in zip(ids, rows.items(), strict=True)}
+        new = [(e.id, *row) for e, row in zip(entries.values(), rows.values(), strict=True)]
+        last_ts = {(row[1], row[2]): row[0] for row in rows.values()}  # each bin's newest row's time
+        on_hand = [(state[b][0], t, state[b][1], state[b][2], state[b][3], b[0], b[1]) for b, t in last_ts.items()]
+        if pg:  # one statement each, the values as arrays (executemany: a statement per row)
+            conn.exec_driver_sql(
+                f"INSERT INTO inventory_ledger ({', '.join(_SHELF_COLUMNS)}) SELECT * FROM unnest("
+                "%s::bigint[], %s::float8[], %s::integer[], %s::integer[], %s::varchar[], %s::integer[], "
+                "%s::integer[], %s::integer[], %s::text[], %s::text[], %s::varchar[], %s::integer[])",
+                tuple(list(col) for col in zip(*new, strict=True)),
+            )
+            conn.exec_driver_sql(
+                "UPDATE inventory_on_hand AS o SET quantity = v.q, updated_at = v.ts, use_decayed = v.u, "
+                "use_at = v.ua, first_at = v.f FROM unnest(%s::integer[], %s::float8[], %s::float8[], "
+                "%s::float8[], %s::float8[], %s::integer[], %s::integer[]) AS v(q, ts, u, ua, f, i, l) "
+                "WHERE o.item_id = v.i AND o.location_id = v.l",
+                tuple(list(col) for col in zip(*on_hand, strict=True)),
+            )
+        else:
+            conn.exec_driver_sql(
+                f"INSERT INTO inventory_ledger ({', '.join(_SHELF_COLUMNS)}) VALUES ({marks(len(_SHELF_COLUMNS))})", new
+            )
+            conn.exec_driver_sql(
+                "UPDATE inventory_on_hand SET quantity = ?, updated_at = ?, use_decayed = ?, use_at = ?, "
+                "first_at = ? WHERE item_id = ? AND location_id = ?",
+                on_hand,
+            )
+    return [r if isinstance(r, Applied) else Applied((entries[r[0]],), replayed=r[1]) for r in results]
 
 
 # -- one request in one transaction ------------------------------------------------------------
@@ -366,4 +557,4 @@ def _entry(r: RowMapping | dict[str, Any]) -> Entry:
     return Entry(**{k: r[k] for k in Entry.__dataclass_fields__})
 
 
-__all__ = ["KINDS", "Applied", "Entry", "Kind", "Ledger", "Mismatch"]
+__all__ = ["KINDS", "Applied", "Entry", "Kind", "Ledger", "Mismatch", "ShelfReading"]

@@ -21,8 +21,8 @@ from eqmon.db.schema import inventory_on_hand
 from eqmon.domain import Severity
 from inventory import usage
 from inventory.catalog import Catalog
-from inventory.errors import InventoryError
-from inventory.ledger import Ledger
+from inventory.errors import IdempotencyConflict, InventoryError
+from inventory.ledger import Ledger, ShelfReading
 from inventory.picklist import pick_list, render_csv, render_json
 from inventory.status import BinStatus, bin_statuses, level_of
 from inventory.stock_alerts import stock_conditions
@@ -329,3 +329,62 @@ def test_pick_list_rounds_up_to_packs_and_orders_by_urgency() -> None:
     rows = list(csv.DictReader(io.StringIO(render_csv(lines))))
     assert [r["sku"] for r in rows] == ["E", "D", "F", "C", "B", "A", "I"]
     assert rows[-2]["stockout_at"] == "" and rows[0]["quantity"] == "500" and rows[0]["room"] == "Ward 4B supply room"
+
+
+# -- many shelf readings in one transaction -------------------------------------------------------
+
+
+def test_shelf_counts_in_a_batch_are_the_single_shelf_counts(site: Site) -> None:
+    """``Ledger.shelf_counts`` writes what ``shelf_count`` one by one would (rows, on-hand, use)."""
+    L, g, m = site.ledger, site.gloves, site.masks
+    readings = [
+        ShelfReading(g, site.room, 300, "shelf-1", "r1", at=T0),
+        ShelfReading(m, site.shelf, 40, "shelf-2", "r2", at=T0),
+        ShelfReading(g, site.room, 280, "shelf-1", "r3", at=T0 + H),
+        ShelfReading(m, site.shelf, 35, "shelf-2", "r4", at=T0 + H),
+        ShelfReading(g, site.room, 290, "shelf-1", "r5", at=T0 + 2 * H),  # up: not use
+        ShelfReading(g, site.room, 250, "shelf-1", "r6", at=T0 + 3 * H),
+        ShelfReading(g, site.room, 280, "shelf-1", "r3", at=T0 + H),  # r3 again in the batch
+    ]
+    out = L.shelf_counts(readings)
+    assert [(a.entry.kind, a.entry.delta, a.entry.balance, a.replayed) for a in out] == [
+        ("shelf", 300, 300, False), ("shelf", 40, 40, False), ("shelf", -20, 280, False), ("shelf", -5, 35, False),
+        ("shelf", 10, 290, False), ("shelf", -40, 250, False), ("shelf", -20, 280, True),
+    ]  # fmt: skip
+    assert out[6].entry.id == out[2].entry.id > 0
+    assert L.on_hand(g, site.room) == 250 and L.on_hand(m, site.shelf) == 35
+    assert L.verify() == []
+    # replaying the whole batch changes nothing
+    again = L.shelf_counts(readings)
+    assert all(a.replayed for a in again) and [a.entry.id for a in again] == [a.entry.id for a in out]
+    assert L.on_hand(g, site.room) == 250
+
+
+def test_shelf_counts_match_shelf_count_use(site: Site) -> None:
+    L, g = site.ledger, site.gloves
+    other = site.catalog.add_location("room", "Ward 4D supply room")
+    site.catalog.set_bin(g, other.id, par=500)
+    counts = [(T0 + k * H, 400 - 7 * k + (5 if k % 5 == 0 else 0)) for k in range(30)]
+    L.shelf_counts([ShelfReading(g, site.room, c, "shelf-1", f"b{k}", at=t) for k, (t, c) in enumerate(counts)])
+    for k, (t, c) in enumerate(counts):
+        L.shelf_count(g, other.id, c, who="shelf-1", key=f"s{k}", at=t)
+    now = T0 + 31 * H
+    a, b = site.status(g, site.room, now), site.status(g, other.id, now)
+    assert a.on_hand == b.on_hand and a.use_per_day == pytest.approx(b.use_per_day, rel=1e-12) and a.use_per_day > 0
+    assert L.verify() == []
+
+
+def test_shelf_counts_all_or_nothing(site: Site) -> None:
+    L, g = site.ledger, site.gloves
+    L.receive(g, site.room, 100, who="s", key="rcv", at=T0)
+    with pytest.raises(IdempotencyConflict, match="'rcv' was already used for a receipt"):
+        L.shelf_counts([ShelfReading(g, site.room, 90, "shelf-1", "x1", at=T0), ShelfReading(g, site.room, 80, "shelf-1", "rcv")])
+    with pytest.raises(IdempotencyConflict):
+        L.shelf_counts([ShelfReading(g, site.room, 90, "shelf-1", "x1"), ShelfReading(g, site.room, 80, "shelf-1", "x1")])
+    with pytest.raises(InventoryError, match="no item 999, location 998"):
+        L.shelf_counts([ShelfReading(g, site.room, 90, "shelf-1", "x1"), ShelfReading(999, 998, 1, "shelf-1", "x2")])
+    with pytest.raises(InventoryError, match="below 0"):
+        L.shelf_counts([ShelfReading(g, site.room, -1, "shelf-1", "x1")])
+    assert L.on_hand(g, site.room) == 100 and L.by_key("x1") == () and L.verify() == []
+    assert L.shelf_counts([]) == []
+
