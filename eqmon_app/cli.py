@@ -1,10 +1,11 @@
-"""The `eqmon` command: check-config, run, simulate, demo, db (upgrade, current), report."""
+"""The `eqmon` command: check-config, run, simulate, demo, db (upgrade, current), report, inventory."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -279,6 +280,109 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- eqmon inventory … (status, pick-list, verify) ---------------------------------------------
+
+
+def _inventory_parsers(sub: Any) -> Any:
+    """``eqmon inventory …``: its subcommands' parsers (more may be added to the group returned)."""
+    p = sub.add_parser("inventory", help="supplies: stock status, pick list, ledger check (state database)")
+    isub = p.add_subparsers(dest="inventory_command", required=True)
+    for name, what in (
+        ("status", "stock per bin: level, use per day, days of supply, predicted stock-out"),
+        ("pick-list", "what to bring to which room to reach par, in whole packs, most urgent first"),
+        ("verify", "check that on-hand is the sum of the ledger; exit 1 with the bins that disagree"),
+    ):
+        q = isub.add_parser(name, help=what)
+        q.add_argument("--config", required=True, help="site file (its `database:` and time zone)")
+        q.add_argument("--data-dir", default="data")
+        if name == "status":
+            q.add_argument("--location", type=int, default=None, help="only the bins under this location id")
+            q.add_argument("--json", action="store_true", help="JSON")
+        if name == "pick-list":
+            fmt = q.add_mutually_exclusive_group()
+            fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
+            fmt.add_argument("--json", action="store_true", help="JSON")
+            q.add_argument("--top-up", action="store_true", help="every bin below par, not only below its reorder point")
+    return isub
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    """``eqmon inventory status|pick-list|verify``: read the state database (never migrating or
+    creating it). A database missing, empty or out of reach: one line, exit 1; a schema of
+    another eqmon: exit 2."""
+    import time
+    from dataclasses import asdict
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from eqmon import db
+    from eqmon.db.engine import database_url
+    from inventory import picklist, status
+    from inventory.errors import InventoryError
+    from inventory.ledger import Ledger
+
+    what = f"eqmon inventory {args.inventory_command}"
+    site = _load(args.config, warnings=[])
+    data_dir = Path(args.data_dir)
+    try:
+        url = database_url(site.database, data_dir)
+    except ValueError as exc:  # password_env not set
+        print(f"{what}: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        print(f"{what}: no state database at {url.database} (check --data-dir or --config)", file=sys.stderr)
+        return 1
+    engine = db.open_engine(site.database, data_dir)
+    now = time.time()
+    try:
+        rev = db.current(engine)
+        if rev != db.HEAD:
+            why = "is empty (never migrated)" if rev is None else f"is at revision {rev}, not {db.HEAD}: run eqmon db upgrade"
+            print(f"{what}: state database {db.redacted(engine)} {why}", file=sys.stderr)
+            return 1 if rev is None else 2
+        if args.inventory_command == "verify":
+            bad = Ledger(engine).verify()
+            for m in bad:
+                print(f"item {m.item_id} at location {m.location_id}: on hand {m.on_hand}, ledger sum {m.ledger_sum}, "
+                      f"last balance {m.last_balance}")  # fmt: skip
+            print(f"{len(bad)} bins disagree with the ledger" if bad else "ok: on-hand is the sum of the ledger in every bin")
+            return 1 if bad else 0
+        statuses = status.bin_statuses(engine, now=now, location_id=getattr(args, "location", None))
+    except InventoryError as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 2
+    except db.StateDatabaseError as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"{what}: cannot read the state database {db.redacted(engine)}: {detail[0] if detail else exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if args.inventory_command == "status":
+        if args.json:
+            data = {"generated_at": now, "bins": [{**asdict(s), "subject": s.subject} for s in statuses]}
+            sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        else:
+            for s in statuses:
+                days = "-" if s.days_of_supply is None else f"{s.days_of_supply:.1f} d"
+                print(f"{s.level:13} {s.path} | {s.name} ({s.sku}): {s.on_hand} (min {s.min_qty}, reorder {s.reorder_point}, "
+                      f"par {s.par}); {s.use_per_day:.1f}/day, {days} of supply")  # fmt: skip
+        return 0
+    lines = picklist.pick_list(statuses, now=now, top_up=args.top_up)
+    if args.csv:
+        sys.stdout.write(picklist.render_csv(lines))
+    elif args.json:
+        sys.stdout.write(picklist.render_json(lines, now=now))
+    else:
+        for p in lines:
+            print(f"{p.urgency:13} {p.path}: {p.packs} × {p.pack_size} {p.name} ({p.sku}) — {p.on_hand} on hand, par {p.par}")
+        if not lines:
+            print("nothing to bring")
+    return 0
+
+
 async def _simulate(args: argparse.Namespace) -> int:
     site = _load(args.config)
     broker = site.mqtt
@@ -439,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--config", default=None, help="site file (its time zone and `database:`); default: UTC, SQLite in the data directory")
         q.add_argument("--data-dir", default="data")
 
+    _inventory_parsers(sub)
+
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return cmd_check_config(args)
@@ -447,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_db(args)
     if args.command == "report":
         return cmd_report(args)
+    if args.command == "inventory":
+        return cmd_inventory(args)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
     from eqmon.db import SchemaTooNew, StateDatabaseError
 

@@ -10,8 +10,10 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import Engine, select
 
 from eqmon import db
@@ -19,6 +21,7 @@ from eqmon.db import migrate
 from eqmon.db.engine import create
 from eqmon.db.schema import inventory_on_hand
 from eqmon.domain import Severity
+from eqmon_app.cli import main
 from inventory import usage
 from inventory.catalog import Catalog
 from inventory.errors import IdempotencyConflict, InventoryError
@@ -26,6 +29,7 @@ from inventory.ledger import Ledger, ShelfReading
 from inventory.picklist import pick_list, render_csv, render_json
 from inventory.status import BinStatus, bin_statuses, level_of
 from inventory.stock_alerts import stock_conditions
+from tests.sitefiles import example_on_free_ports
 
 H = 3600.0
 DAY = 86_400.0
@@ -388,3 +392,72 @@ def test_shelf_counts_all_or_nothing(site: Site) -> None:
     assert L.on_hand(g, site.room) == 100 and L.by_key("x1") == () and L.verify() == []
     assert L.shelf_counts([]) == []
 
+
+# -- the CLI -----------------------------------------------------------------------------------------
+
+
+def _site_file(tmp_path: Path, url: str) -> Path:
+    data = example_on_free_ports()
+    data["devices"] = [d for d in data["devices"] if d["protocol"] == "modbus"]
+    data["database"] = {"url": url}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_cli_status_pick_list_and_verify(site: Site, state_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    now = time.time()
+    site.receive(site.gloves, site.room, 500, now - 10 * H)
+    for h in range(1, 10):
+        site.issue(site.gloves, site.room, 45, now - 10 * H + h * H)  # 95 left
+    site.receive(site.masks, site.shelf, 5, now - H)  # below min
+    cfg = str(_site_file(tmp_path, state_db))
+    common = ["--config", cfg, "--data-dir", str(tmp_path / "data")]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["--log-level", "error", "inventory", *args, *common])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("status", "--json")
+    assert code == 0
+    bins = {(b["sku"], b["location_id"]): b for b in json.loads(out)["bins"]}
+    g = bins[("GLV-M", site.room)]
+    assert (g["on_hand"], g["level"], g["subject"]) == (95, "below_reorder", f"bin:GLV-M@{site.room}")
+    assert g["use_per_day"] > 0 and g["days_of_supply"] == pytest.approx(95 / g["use_per_day"])
+    code, out, _ = run("status", "--location", str(site.shelf))
+    assert code == 0 and out.splitlines() == [
+        "below_min     Ward 4B supply room / shelf A | surgical masks (MSK): 5 (min 10, reorder 20, par 60); 0.0/day, - of supply"
+    ]
+    code, _, err = run("status", "--location", "999")
+    assert code == 2 and "no location 999" in err
+
+    code, out, _ = run("pick-list", "--csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [(r["sku"], r["path"], r["packs"], r["quantity"]) for r in rows] == [
+        ("MSK", "Ward 4B supply room", "10", "500"),  # out (never stocked)
+        ("GLV-M", "Ward 4B supply room", "5", "500"),  # 95 left, out in ~5 h, lead time 8 h
+        ("MSK", "Ward 4B supply room / shelf A", "2", "100"),  # below min
+    ]
+    code, out, _ = run("pick-list", "--json")
+    assert code == 0 and [line["urgency"] for line in json.loads(out)["lines"]] == ["out", "stockout", "below_min"]
+    code, out, _ = run("pick-list")
+    assert code == 0 and out.splitlines()[0] == "out           Ward 4B supply room: 10 × 50 surgical masks (MSK) — 0 on hand, par 500"
+
+    code, out, _ = run("verify")
+    assert code == 0 and out.startswith("ok")
+    with site.engine.begin() as conn:
+        conn.execute(inventory_on_hand.update().where(inventory_on_hand.c.item_id == site.gloves).values(quantity=7))
+    code, out, _ = run("verify")
+    assert code == 1 and out.splitlines() == [
+        f"item {site.gloves} at location {site.room}: on hand 7, ledger sum 95, last balance 95",
+        "1 bins disagree with the ledger",
+    ]
+
+
+def test_cli_without_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(_site_file(tmp_path, f"sqlite:///{tmp_path / 'none.sqlite'}"))
+    assert main(["--log-level", "error", "inventory", "status", "--config", cfg]) == 1
+    assert "no state database" in capsys.readouterr().err
