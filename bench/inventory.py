@@ -1,0 +1,221 @@
+"""Issue 10's inventory benchmark: status of one supply room, the whole pick list, and the shelf
+readings per second the ledger absorbs, at the scale of a large hospital.
+
+    .venv/bin/python bench/inventory.py [--rooms 40] [--items 250] [--rows-per-bin 100] [--rounds 15]
+    .venv/bin/python bench/inventory.py --postgres postgresql://postgres@127.0.0.1:5432/test
+
+Builds ``rooms × items`` bins (defaults: 10,000; 4 floors, each room with 10 shelves of 25
+items) and ``rows-per-bin`` ledger rows each (1,000,000) over the last 30 days: receipts,
+issues and shelf readings with running balances, on-hand and each bin's use as the ledger keeps
+them (bulk-inserted, not through ``Ledger``; ``Ledger.verify()`` is run on the result). On a
+fresh SQLite file, or with ``--postgres URL`` on a throwaway database created on that server
+(and dropped). Then the median of ``--rounds`` of:
+
+* ``bin_statuses(location_id=<one room>)``            target < 20 ms
+* ``pick_list(bin_statuses())`` for all bins          target < 300 ms
+* ``Ledger.shelf_count`` one reading a transaction, and ``Ledger.shelf_counts`` in batches of
+  ``--batch``: readings/s                              target >= 50,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import Engine, insert  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from eqmon import db  # noqa: E402
+from eqmon.db.engine import create  # noqa: E402
+from eqmon.db.schema import (  # noqa: E402
+    inventory_bins,
+    inventory_items,
+    inventory_locations,
+    inventory_on_hand,
+)
+from inventory.ledger import Ledger, ShelfReading  # noqa: E402
+from inventory.picklist import pick_list  # noqa: E402
+from inventory.status import bin_statuses  # noqa: E402
+from inventory.usage import add_use, is_use  # noqa: E402
+
+NOW = 1_767_225_600.0  # the benchmark's "now"
+SPAN = 30 * 86_400.0
+FLOORS, SHELVES = 4, 10
+LEDGER_COLUMNS = ("id", "ts", "item_id", "location_id", "kind", "delta", "balance", "counted", "who", "why",
+                  "idempotency_key", "leg")  # fmt: skip
+
+
+def fill(engine: Engine, rooms: int, items: int, rows_per_bin: int) -> dict[str, Any]:
+    """The catalog, location tree, ledger and on-hand; returns the room ids and the bins."""
+    locs: list[dict[str, Any]] = [{"id": 1, "parent_id": None, "kind": "building", "name": "Main"}]
+    for f in range(FLOORS):
+        locs.append({"id": 2 + f, "parent_id": 1, "kind": "floor", "name": f"floor {f + 1}"})
+    room_ids, shelf_of = [], {}
+    nid = len(locs) + 1
+    for r in range(rooms):
+        room_ids.append(nid)
+        locs.append({"id": nid, "parent_id": 2 + r % FLOORS, "kind": "room", "name": f"Ward {r + 1} supply room"})
+        nid += 1
+        for s in range(SHELVES):
+            shelf_of[(room_ids[-1], s)] = nid
+            locs.append({"id": nid, "parent_id": room_ids[-1], "kind": "shelf", "name": f"shelf {chr(65 + s)}"})
+            nid += 1
+    per_shelf = -(-items // SHELVES)
+    item_rows = [{"id": i + 1, "sku": f"SKU-{i:04d}", "name": f"item {i:04d}", "unit": "each",
+                  "pack_size": (1, 10, 50, 100)[i % 4], "critical": i % 10 == 0} for i in range(items)]  # fmt: skip
+    bins, bin_rows, on_hand = [], [], []
+    ledger: list[tuple[Any, ...]] = []
+    n = 0
+    step = SPAN / rows_per_bin
+    for room in room_ids:
+        for i in range(items):
+            loc = shelf_of[(room, i // per_shelf)]
+            item = i + 1
+            par = 100 + 20 * (i % 20)
+            bins.append((item, loc))
+            bin_rows.append({"item_id": item, "location_id": loc, "min_qty": par // 10, "reorder_point": par // 4,
+                             "par": par, "reorder_qty": par // 2, "lead_time_s": 8 * 3600.0})  # fmt: skip
+            balance, use, use_at, first = 0, 0.0, None, NOW - SPAN
+            for k in range(rows_per_bin):
+                ts = NOW - SPAN + k * step
+                n += 1
+                if balance < par // 4:
+                    kind, delta, counted = "receipt", par - balance, None
+                elif k % 3 == 0:
+                    kind, counted = "shelf", max(0, balance - 1 - (k * 7 + i) % 5)
+                    delta = counted - balance
+                else:
+                    kind, delta, counted = "issue", -min(balance, 1 + (k * 13 + i) % (par // 20 + 1)), None
+                balance += delta
+                if is_use(kind, delta):
+                    use, use_at = add_use(use, use_at, -delta, ts)
+                ledger.append((n, ts, item, loc, kind, delta, balance, balance if counted is not None else None,
+                               "bench", "", f"b{n}", 0))  # fmt: skip
+            on_hand.append({"item_id": item, "location_id": loc, "quantity": balance, "updated_at": ts,
+                            "use_decayed": use, "use_at": use_at, "first_at": first})  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(insert(inventory_items), item_rows)
+        conn.execute(insert(inventory_locations), locs)
+        conn.execute(insert(inventory_bins), bin_rows)
+        conn.execute(insert(inventory_on_hand), on_hand)
+        raw: Any = conn.connection.driver_connection
+        if conn.dialect.name == "postgresql":
+            with raw.cursor().copy(f"COPY inventory_ledger ({', '.join(LEDGER_COLUMNS)}) FROM STDIN") as copy:
+                for row in ledger:
+                    copy.write_row(row)
+            conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('inventory_ledger', 'id'), {n})")
+        else:
+            marks = ", ".join("?" * len(LEDGER_COLUMNS))
+            raw.executemany(f"INSERT INTO inventory_ledger ({', '.join(LEDGER_COLUMNS)}) VALUES ({marks})", ledger)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"
+        )
+    return {"rooms": room_ids, "bins": bins, "rows": n}
+
+
+def median_ms(fn: Callable[[], object], rounds: int) -> tuple[float, object]:
+    out = fn()  # warm
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000, out
+
+
+def shelf_rate(ledger: Ledger, bins: list[tuple[int, int]], count: int, batch: int, tag: str, rounds: int) -> float:
+    """Median readings/s of ``rounds`` runs of ``count`` readings, each one unit below the last
+    reading of its bin (use), bins taken in turn; one transaction each, or ``batch`` at once."""
+    on_hand = {b: ledger.on_hand(*b) for b in bins[: count * rounds]}  # (bins are taken in turn)
+    rates = []
+    pos = 0
+    for r in range(rounds):
+        readings = []
+        for k in range(count):
+            b = bins[pos % min(len(bins), count * rounds)]
+            pos += 1
+            on_hand[b] = max(0, on_hand[b] - 1)
+            readings.append(ShelfReading(b[0], b[1], on_hand[b], "shelf-bench", f"{tag}-{r}-{k}", at=NOW + pos))
+        t = time.perf_counter()
+        if batch <= 1:
+            for x in readings:
+                ledger.shelf_count(x.item_id, x.location_id, x.counted, who=x.who, key=x.key, at=x.at)
+        else:
+            for n in range(0, len(readings), batch):
+                ledger.shelf_counts(readings[n : n + batch])
+        rates.append(count / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+@contextmanager
+def database(postgres: str | None) -> Iterator[str]:
+    if postgres is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/state.sqlite"
+        return
+    import psycopg
+
+    admin = make_url(postgres).set(drivername="postgresql")
+    name = f"eqmon_bench_{uuid.uuid4().hex[:12]}"
+    dsn = admin.render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rooms", type=int, default=40)
+    ap.add_argument("--items", type=int, default=250)
+    ap.add_argument("--rows-per-bin", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--readings", type=int, default=2000, help="shelf readings one by one, per round")
+    ap.add_argument("--batch-readings", type=int, default=50_000, help="shelf readings in batches, per round")
+    ap.add_argument("--batch", type=int, default=1000, help="readings per Ledger.shelf_counts call")
+    ap.add_argument("--postgres", metavar="URL", default=None, help="a PostgreSQL server (a throwaway database is made on it)")
+    args = ap.parse_args()
+    with database(args.postgres) as url:
+        engine = create(url)
+        try:
+            db.upgrade(engine)
+            t0 = time.perf_counter()
+            built = fill(engine, args.rooms, args.items, args.rows_per_bin)
+            print(f"{engine.dialect.name}: {len(built['bins'])} bins in {len(built['rooms'])} rooms, "
+                  f"{built['rows']} ledger rows (filled in {time.perf_counter() - t0:.1f} s)")  # fmt: skip
+            ledger = Ledger(engine, clock=lambda: NOW)
+            t0 = time.perf_counter()
+            bad = ledger.verify()
+            print(f"  Ledger.verify(): {len(bad)} bins disagree ({time.perf_counter() - t0:.2f} s)")
+            room = built["rooms"][len(built["rooms"]) // 2]
+            ms, rows = median_ms(lambda: bin_statuses(engine, now=NOW, location_id=room), args.rounds)
+            print(f"  status of one supply room: {len(rows):6} bins   {ms:8.2f} ms (median of {args.rounds}; target < 20)")  # type: ignore[arg-type]
+            ms, lines = median_ms(lambda: pick_list(bin_statuses(engine, now=NOW), now=NOW), args.rounds)
+            print(f"  whole pick list:           {len(lines):6} lines  {ms:8.2f} ms (median of {args.rounds}; target < 300)")  # type: ignore[arg-type]
+            rounds = 3
+            one = shelf_rate(ledger, built["bins"], args.readings, 1, "one", rounds)
+            print(f"  Ledger.shelf_count, one a transaction:  {one:9,.0f} readings/s (median of {rounds} × {args.readings})")
+            many = shelf_rate(ledger, built["bins"], args.batch_readings, args.batch, "batch", rounds)
+            print(f"  Ledger.shelf_counts, {args.batch} a call:     {many:9,.0f} readings/s (median of {rounds} × {args.batch_readings}; target >= 50,000)")
+            bad = ledger.verify()
+            print(f"  Ledger.verify() after: {len(bad)} bins disagree")
+        finally:
+            engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
