@@ -7,9 +7,13 @@ Built so far:
 * ``ledger.py``  — ``Ledger``: receipts, issues, transfers, counts, adjustments and shelf counts,
   idempotent by key, on-hand kept in the same transaction, ``verify()``
 * ``shelf.py``   — a bin's weight -> count, flagged when negative, unexplained or unstable
+* ``usage.py``   — consumption: exponentially weighted use (half-life one day) kept per bin
+* ``status.py``  — ``bin_statuses``: level, use per day, days of supply, predicted stock-out
+* ``stock_alerts.py`` — ``stock_conditions``: one alert condition per bin, its text and severity
+* ``picklist.py`` — ``pick_list``: what to bring where, in whole packs, by urgency; JSON, CSV
 * ``errors.py``  — ``InventoryError``, ``InsufficientStock``, ``IdempotencyConflict``
 
 Not built yet (issue 10): the site file's ``inventory:`` section and CSV import/export, feeding
-shelf readings from the bus into the ledger, stock status, consumption and forecasts, stock
-alerts, the pick list, the API and CLI, the simulators' shelves.
+shelf readings from the bus into the ledger, the stock conditions wired to the alert engine, the
+API, the simulators' shelves.
 """
