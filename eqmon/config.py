@@ -20,13 +20,17 @@ their line numbers.
 
 from __future__ import annotations
 
+import csv
 import gc
+import io
 import math
 import os
 import re
 import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo
@@ -1548,6 +1552,245 @@ SCENARIO_FAULTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------------------
+# Inventory (`inventory:`): supply items, locations (a tree), bins (the par settings of one item
+# at one location, its tare and smart shelf), declared here and/or in CSV files (`import:`).
+# inventory/setup.py puts them into the state database; docs/inventory.md.
+
+LocationKind = Literal["building", "floor", "room", "shelf", "bin"]
+INVENTORY_LOCATION_KINDS: tuple[LocationKind, ...] = get_args(LocationKind)  # coarse to fine
+LOCATION_SEPARATOR = "/"  # a location path: Main building/Floor 4/Ward 4B supply room
+SHELF_DEVICE_KIND = "smart_shelf"  # the device kind of a smart shelf (an MQTT device)
+MAX_LEAD_TIME_S = 365 * 86400.0
+
+
+def _sku(value: Any) -> Any:
+    if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+        raise ValueError(f"expected a SKU without spaces, got {_short(value)}")
+    return value
+
+
+def _location_name(value: Any) -> Any:
+    if isinstance(value, str):
+        if LOCATION_SEPARATOR in value:
+            raise ValueError(f"a location's name may not hold {LOCATION_SEPARATOR!r}, which separates the levels of a location path: got {_short(value)}")
+        if value != value.strip() or not value:
+            raise ValueError(f"expected a name without leading or trailing spaces, got {_short(value)}")
+    return value
+
+
+def _lead_time(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds > MAX_LEAD_TIME_S:
+        raise ValueError(f"expected a lead time of at most 365 days, got {_short(value)}")
+    return seconds
+
+
+Sku = Annotated[str, BeforeValidator(_sku), Field(max_length=64)]
+LocationName = Annotated[str, BeforeValidator(_location_name), Field(max_length=200)]
+_Grams = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class InventoryItem(_Model):
+    """A supply item: quantities are whole ``unit``s; a pack (``pack_size`` units) is what is
+    ordered and brought; ``unit_weight_g`` lets a smart shelf count it (None: not weighed)."""
+
+    sku: Sku
+    name: Annotated[str, Field(min_length=1)]
+    category: Annotated[str, Field(max_length=100)] = ""
+    unit: Annotated[str, Field(min_length=1, max_length=32)] = "each"
+    pack_size: Annotated[int, Field(ge=1)] = 1
+    unit_weight_g: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    critical: bool = False  # its stock alerts may be critical (out of stock, out within the lead time)
+    # Where it was declared when not in the site file itself: (CSV file, line).
+    _source: tuple[str, int] | None = PrivateAttr(default=None)
+
+
+class InventoryLocation(_Model):
+    """A place stock is kept, and the places inside it (``children``): building > floor >
+    room > shelf > bin, each child finer than its parent (a level may be skipped)."""
+
+    name: LocationName
+    kind: LocationKind
+    children: list[InventoryLocation] = Field(default_factory=list)
+
+
+class InventoryLocationRow(_Model):
+    """A location as one row of a locations CSV file: its whole ``path`` from the root, and its kind."""
+
+    path: Annotated[str, Field(min_length=1)]
+    kind: LocationKind
+    _source: tuple[str, int] | None = PrivateAttr(default=None)
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, v: str) -> str:
+        return LOCATION_SEPARATOR.join(split_location_path(v))
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return split_location_path(self.path)
+
+
+def split_location_path(text: str) -> tuple[str, ...]:
+    """``"Main/Floor 4/ Ward 4B supply room"`` -> its names, coarse to fine (spaces around each
+    name dropped; a leading ``/`` is allowed: a path from the root). ValueError for an empty name."""
+    body = text.strip()
+    body = body[1:] if body.startswith(LOCATION_SEPARATOR) else body
+    parts = tuple(p.strip() for p in body.split(LOCATION_SEPARATOR))
+    if not body or any(not p for p in parts):
+        raise ValueError(f"expected a location path such as Main building/Floor 4/Ward 4B supply room, got {_short(text)}")
+    for p in parts:
+        _location_name(p)
+    return parts
+
+
+def format_location_path(parts: tuple[str, ...]) -> str:
+    return LOCATION_SEPARATOR.join(parts)
+
+
+class InventoryBin(_Model):
+    """The par settings of one item at one location: ``min`` <= ``reorder_point`` <= ``par``
+    (the maximum, what a restock fills up to); ``reorder_qty`` (0: up to par) and ``lead_time``
+    (how long a reorder takes to arrive); ``tare_g`` (the empty bin's weight) and ``shelf`` (the
+    id of the smart shelf, an MQTT device of kind smart_shelf, that weighs it)."""
+
+    item: Sku  # the item's SKU
+    location: Annotated[str, Field(min_length=1)]  # its path, or the end of it that names one location
+    min: Annotated[int, Field(ge=0)] = 0
+    reorder_point: Annotated[int, Field(ge=0)] = 0
+    par: Annotated[int, Field(ge=0)]
+    reorder_qty: Annotated[int, Field(ge=0)] = 0
+    lead_time: Annotated[float, BeforeValidator(_lead_time)] = 0.0
+    tare_g: _Grams = 0.0
+    shelf: Identifier | None = None
+    _source: tuple[str, int] | None = PrivateAttr(default=None)
+
+    @field_validator("location")
+    @classmethod
+    def _check_location(cls, v: str) -> str:
+        prefix = LOCATION_SEPARATOR if v.strip().startswith(LOCATION_SEPARATOR) else ""
+        return prefix + LOCATION_SEPARATOR.join(split_location_path(v))
+
+    @field_validator("reorder_point")
+    @classmethod
+    def _above_min(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("min")
+        if low is not None and v < low:
+            raise ValueError(f"reorder_point ({v}) is below min ({low}): need min <= reorder_point <= par")
+        return v
+
+    @field_validator("par")
+    @classmethod
+    def _above_reorder_point(cls, v: int, info: ValidationInfo) -> int:
+        rop, low = info.data.get("reorder_point"), info.data.get("min")
+        if rop is not None and v < rop:
+            raise ValueError(f"par ({v}) is below reorder_point ({rop}): need min <= reorder_point <= par")
+        if rop is None and low is not None and v < low:  # reorder_point itself was wrong
+            raise ValueError(f"par ({v}) is below min ({low}): need min <= reorder_point <= par")
+        return v
+
+
+class InventoryImport(_Model):
+    """CSV files read with the site file (paths relative to it), in the formats of
+    ``eqmon inventory import``; their entries join those written in the site file."""
+
+    items: str | None = None
+    locations: str | None = None
+    bins: str | None = None
+
+
+class Inventory(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    items: list[InventoryItem] = Field(default_factory=list)
+    locations: list[InventoryLocation] = Field(default_factory=list)
+    bins: list[InventoryBin] = Field(default_factory=list)
+    import_: InventoryImport | None = Field(default=None, alias="import")
+    # Locations of a locations CSV (`import:`), kept as rows; load_site fills it.
+    _location_rows: tuple[InventoryLocationRow, ...] = PrivateAttr(default=())
+
+    def location_paths(self) -> list[tuple[tuple[str, ...], LocationKind]]:
+        """Every location, as (its path, its kind), each after its parent: the tree written
+        here, then the rows of an imported locations file."""
+        out: list[tuple[tuple[str, ...], LocationKind]] = []
+
+        def walk(nodes: list[InventoryLocation], above: tuple[str, ...]) -> None:
+            for n in nodes:
+                out.append(((*above, n.name), n.kind))
+                walk(n.children, (*above, n.name))
+
+        walk(self.locations, ())
+        out += sorted(((r.parts, r.kind) for r in self._location_rows), key=lambda p: len(p[0]))
+        return out
+
+    def bin_locations(self) -> list[tuple[InventoryBin, tuple[str, ...]]]:
+        """Each bin with the whole path of its location (ValueError for a location that names
+        none or several: load_site has reported those)."""
+        index = LocationIndex(p for p, _ in self.location_paths())
+        out = []
+        for b in self.bins:
+            path, problem = index.resolve(b.location)
+            if path is None:
+                raise ValueError(f"bin of {b.item}: {problem}")
+            out.append((b, path))
+        return out
+
+    def summary(self) -> str:
+        """One line: ``inventory: 3 items, 7 locations (2 rooms), 3 bins (3 on smart shelves)``."""
+        paths = self.location_paths()
+        rooms = sum(1 for _, k in paths if k == "room")
+        shelved = sum(1 for b in self.bins if b.shelf)
+        critical = sum(1 for i in self.items if i.critical)
+        return (
+            f"inventory: {_plural(len(self.items), 'item')}" + (f" ({critical} critical)" if critical else "")
+            + f", {_plural(len(paths), 'location')} ({_plural(rooms, 'supply room')})"
+            + f", {_plural(len(self.bins), 'bin')} ({shelved} on smart shelves)"
+        )  # fmt: skip
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+class LocationIndex:
+    """Finds a location by its path, or by the end of its path when only one location's path
+    ends that way (``Ward 4B supply room/Shelf A``); a leading ``/`` asks for the whole path."""
+
+    def __init__(self, paths: Iterable[tuple[str, ...]] = ()) -> None:
+        self._paths: set[tuple[str, ...]] = set()
+        self._by_name: dict[str, list[tuple[str, ...]]] = {}
+        for p in paths:
+            self.add(p)
+
+    def add(self, path: tuple[str, ...]) -> None:
+        if path not in self._paths:
+            self._paths.add(path)
+            self._by_name.setdefault(path[-1], []).append(path)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._paths
+
+    def resolve(self, ref: str) -> tuple[tuple[str, ...] | None, str]:
+        """(the path, "") or (None, why not)."""
+        try:
+            want = split_location_path(ref)
+        except ValueError as exc:
+            return None, str(exc)
+        if ref.strip().startswith(LOCATION_SEPARATOR):
+            found = [want] if want in self._paths else []
+        else:
+            n = len(want)
+            found = [p for p in self._by_name.get(want[-1], ()) if p[-n:] == want]
+        if len(found) == 1:
+            return found[0], ""
+        shown = format_location_path(want)
+        if not found:
+            return None, f"no location {shown!r}"
+        names = ", ".join(sorted(format_location_path(p) for p in found)[:3]) + (", …" if len(found) > 3 else "")
+        return None, f"{shown!r} names {len(found)} locations ({names}): write more of its path"
+
+
 def check_timezone(v: str) -> str:
     """An IANA time zone name that this machine knows (``Europe/London``, ``UTC``)."""
     try:
@@ -1579,6 +1822,7 @@ class Site(_Model):
     api: Api = Api()
     database: Database = Database()
     scenario: list[AnyScenarioStep] = Field(default_factory=list)
+    inventory: Inventory | None = None
 
     @model_validator(mode="after")
     def _route_mqtt_devices(self) -> Site:
@@ -2060,7 +2304,7 @@ def _warning_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
                 warnings.append(
                     (("devices", i, key), f"{key} {value:g} s{default} is longer than the poll interval ({d.interval:g} s): a request that times out runs into the next poll")
                 )
-    return warnings + _rota_warnings(site)
+    return warnings + _rota_warnings(site) + _inventory_warnings(site)
 
 
 # -- reading the YAML -------------------------------------------------------------------------
@@ -2242,9 +2486,13 @@ def _validation_issues(exc: ValidationError, data: Any, root: Node | None) -> tu
     return issues, max(0, count - len(issues))
 
 
-def parse_site(text: str, file: str = "<site>", *, warnings: list[ConfigIssue] | None = None) -> Site:
+def parse_site(
+    text: str, file: str = "<site>", *, warnings: list[ConfigIssue] | None = None, base_dir: str | os.PathLike[str] | None = None
+) -> Site:
     """Validate a site document; raise ConfigError naming every problem (the first MAX_ISSUES).
-    ``warnings``, when given, receives the site's warnings with their line numbers."""
+    ``warnings``, when given, receives the site's warnings with their line numbers. The
+    inventory's CSV files (``inventory.import``) are read relative to ``base_dir`` (default: the
+    directory of ``file``)."""
     if len(text) > MAX_SITE_BYTES // 4:
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > MAX_SITE_BYTES:
@@ -2254,13 +2502,13 @@ def parse_site(text: str, file: str = "<site>", *, warnings: list[ConfigIssue] |
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _parse_site(text, file, warnings)
+        return _parse_site(text, file, warnings, Path(file).parent if base_dir is None else Path(base_dir))
     finally:
         if collecting:
             gc.enable()
 
 
-def _parse_site(text: str, file: str, warnings: list[ConfigIssue] | None) -> Site:
+def _parse_site(text: str, file: str, warnings: list[ConfigIssue] | None, base_dir: Path) -> Site:
     try:
         root, data = _read_yaml(text)
     except _LimitError as exc:
@@ -2285,7 +2533,8 @@ def _parse_site(text: str, file: str, warnings: list[ConfigIssue] | None) -> Sit
     except ValidationError as exc:
         issues, omitted = _validation_issues(exc, data, root)
         raise ConfigError(file, issues, omitted=omitted) from None
-    problems = _cross_checks(site) + _notification_checks(site)
+    site, imported = _inventory_imports(site, base_dir)
+    problems = _cross_checks(site) + _notification_checks(site) + (imported or _inventory_checks(site))
     if problems:
         raise ConfigError(
             file,
@@ -2336,4 +2585,412 @@ def load_site(path: str | os.PathLike[str], *, warnings: list[ConfigIssue] | Non
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(p, [ConfigIssue("", _not_utf8(raw, exc))]) from None
-    return parse_site(text, str(p), warnings=warnings)
+    return parse_site(text, str(p), warnings=warnings, base_dir=p.parent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inventory: checks across entries, and the CSV formats (site-file `import:` and
+# `eqmon inventory import|export`: docs/inventory.md)
+
+
+@dataclass(frozen=True)
+class InventorySource:
+    """Where an inventory entry was declared: its path in the site file, or a line of a CSV file."""
+
+    path: tuple[Any, ...] = ()  # ("inventory", "bins", 3)
+    file: str | None = None
+    line: int | None = None
+
+    def describe(self) -> str:
+        return f"{self.file} line {self.line}" if self.file is not None else _format_loc(self.path)[0]
+
+
+@dataclass(frozen=True)
+class KnownInventory:
+    """What the state database holds already: entries declared again are changed, not doubled."""
+
+    items: dict[str, float | None] = dataclass_field(default_factory=dict)  # SKU -> unit_weight_g
+    locations: dict[tuple[str, ...], str] = dataclass_field(default_factory=dict)  # path -> kind
+    bins: dict[tuple[str, tuple[str, ...]], str | None] = dataclass_field(default_factory=dict)  # (SKU, path) -> shelf
+
+
+# (where, the field or column, the message)
+InventoryProblem = tuple[InventorySource, str, str]
+LocationEntry = tuple[InventorySource, tuple[str, ...], str, str]  # where, path, kind, field naming it
+
+
+def check_inventory(
+    items: list[tuple[InventorySource, InventoryItem]],
+    locations: list[LocationEntry],
+    bins: list[tuple[InventorySource, InventoryBin]],
+    devices: list[ModbusDevice | MqttDevice] | None,
+    known: KnownInventory | None = None,
+) -> tuple[list[InventoryProblem], list[tuple[InventorySource, tuple[str, ...]]]]:
+    """Checks across entries: SKUs and locations declared once, each location finer than the
+    one it is in and under one that exists, bins naming an item and one location (resolved
+    here: returned as (where, path) per bin), each item once per location, shelves that are
+    MQTT devices of kind smart_shelf, each weighing one bin, of an item with a unit weight.
+    ``devices``: the site's (None: shelves are not checked against devices); ``known``: the
+    state database's entries (declared again: changed)."""
+    known = known or KnownInventory()
+    problems: list[InventoryProblem] = []
+    # Items: declared once; the unit weights as they will be.
+    weights = dict(known.items)
+    first_item: dict[str, InventorySource] = {}
+    for src, item in items:
+        if item.sku in first_item:
+            problems.append((src, "sku", f"duplicate SKU {item.sku!r} (first at {first_item[item.sku].describe()})"))
+            continue
+        first_item[item.sku] = src
+        weights[item.sku] = item.unit_weight_g
+    # Locations: declared once, under a location that exists, finer than it.
+    kinds = dict(known.locations)
+    first_loc: dict[tuple[str, ...], InventorySource] = {}
+    declared: list[LocationEntry] = []
+    for entry in locations:
+        src, path, kind, named_by = entry
+        if path in first_loc:
+            problems.append((src, named_by, f"duplicate location {format_location_path(path)!r} (first at {first_loc[path].describe()})"))
+            continue
+        first_loc[path] = src
+        kinds[path] = kind
+        declared.append(entry)
+    children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for path in kinds:
+        children.setdefault(path[:-1], []).append(path)
+    for src, path, kind, named_by in declared:
+        parent = path[:-1]
+        if parent and parent not in kinds:
+            problems.append((src, named_by, f"no location {format_location_path(parent)!r} to hold {path[-1]!r}: declare it first"))
+        elif parent and _finer(kinds[parent], kind) is False:
+            problems.append((src, "kind", f"a {kind} cannot be inside a {kinds[parent]} ({format_location_path(parent)}): {_KIND_ORDER}"))
+        for child in children.get(path, ()):
+            if child not in first_loc and _finer(kind, kinds[child]) is False:
+                problems.append((src, "kind", f"a {kind} cannot hold a {kinds[child]} ({format_location_path(child)}): {_KIND_ORDER}"))
+    # Bins: an item at one location, once; a shelf weighs one bin of an item with a unit weight.
+    index = LocationIndex(kinds)
+    by_id = {d.id: d for d in devices or ()}
+    resolved: list[tuple[InventorySource, tuple[str, ...]]] = []
+    first_bin: dict[tuple[str, tuple[str, ...]], InventorySource] = {}
+    shelves: dict[tuple[str, tuple[str, ...]], str | None] = dict(known.bins)
+    for src, b in bins:
+        if b.item not in weights:
+            problems.append((src, "item", f"no item with SKU {b.item!r}"))
+        at, why = index.resolve(b.location)
+        if at is None:
+            problems.append((src, "location", why))
+            continue
+        key = (b.item, at)
+        if key in first_bin:
+            problems.append((src, "location", f"a second bin of {b.item} at {format_location_path(at)} (first at {first_bin[key].describe()})"))
+            continue
+        first_bin[key] = src
+        resolved.append((src, at))
+        shelves[key] = b.shelf
+        if b.shelf is not None:
+            d = by_id.get(b.shelf)
+            if devices is None:
+                pass
+            elif d is None:
+                problems.append((src, "shelf", f"no device with id {b.shelf!r}"))
+            elif not isinstance(d, MqttDevice) or d.kind != SHELF_DEVICE_KIND:
+                problems.append((src, "shelf", f"device {b.shelf!r} is not a smart shelf (an MQTT device of kind {SHELF_DEVICE_KIND}; it is a {d.protocol} {d.kind})"))
+            if b.item in weights and weights[b.item] is None:
+                problems.append((src, "shelf", f"item {b.item} has no unit_weight_g: a smart shelf counts its bin by weight"))
+    used: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for key, shelf in shelves.items():
+        if shelf is None:
+            continue
+        other = used.setdefault(shelf, key)
+        if other == key:
+            continue
+        blamed, theirs = (key, other) if key in first_bin else (other, key)
+        if blamed in first_bin:
+            where = first_bin[theirs].describe() if theirs in first_bin else "the state database"
+            problems.append((first_bin[blamed], "shelf", f"shelf {shelf!r} already weighs the bin of {theirs[0]} at {format_location_path(theirs[1])} ({where}): a shelf weighs one bin"))
+    # An item whose unit weight goes while a shelf weighs one of its bins.
+    for sku, src in first_item.items():
+        if weights[sku] is None:
+            for (of, path), shelf in shelves.items():
+                if of == sku and shelf is not None and (of, path) not in first_bin:
+                    problems.append((src, "unit_weight_g", f"smart shelf {shelf!r} weighs its bin at {format_location_path(path)}: it needs a unit weight"))
+                    break
+    return problems, resolved
+
+
+_KIND_ORDER = " > ".join(INVENTORY_LOCATION_KINDS)
+
+
+def _finer(outer: str, inner: str) -> bool | None:
+    """Whether ``inner`` is a finer kind than ``outer`` (None: an unknown kind)."""
+    if outer not in INVENTORY_LOCATION_KINDS or inner not in INVENTORY_LOCATION_KINDS:
+        return None
+    return INVENTORY_LOCATION_KINDS.index(inner) > INVENTORY_LOCATION_KINDS.index(outer)
+
+
+def inventory_entries(inv: Inventory) -> tuple[list[tuple[InventorySource, InventoryItem]], list[LocationEntry], list[tuple[InventorySource, InventoryBin]]]:
+    """The site file's inventory entries with where each was declared."""
+
+    def source(path: tuple[Any, ...], entry: Any) -> InventorySource:
+        where: tuple[str, int] | None = getattr(entry, "_source", None)
+        return InventorySource(file=where[0], line=where[1]) if where else InventorySource(path=path)
+
+    items = [(source(("inventory", "items", i), it), it) for i, it in enumerate(inv.items)]
+    bins = [(source(("inventory", "bins", i), b), b) for i, b in enumerate(inv.bins)]
+    locations: list[LocationEntry] = []
+
+    def walk(nodes: list[InventoryLocation], loc: tuple[Any, ...], above: tuple[str, ...]) -> None:
+        for i, n in enumerate(nodes):
+            here = (*loc, i)
+            locations.append((InventorySource(path=here), (*above, n.name), n.kind, "name"))
+            walk(n.children, (*here, "children"), (*above, n.name))
+
+    walk(inv.locations, ("inventory", "locations"), ())
+    for r in inv._location_rows:
+        locations.append((source((), r), r.parts, r.kind, "path"))
+    return items, locations, bins
+
+
+def _site_problem(p: InventoryProblem, kind_of: dict[str, str]) -> tuple[tuple[Any, ...], str]:
+    """A problem as the site file reports it: at its path, or at the `import:` of its CSV file."""
+    src, key, message = p
+    if src.file is None:
+        return (*src.path, key), message
+    kind = kind_of.get(src.file, "items")
+    return ("inventory", "import", kind), f"{src.file}: line {src.line}, column {key}: {message}"
+
+
+def _inventory_checks(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    inv = site.inventory
+    if inv is None:
+        return []
+    problems, _ = check_inventory(*inventory_entries(inv), site.devices)
+    files = inv.import_ or InventoryImport()
+    kind_of = {str(getattr(files, k)): k for k in INVENTORY_CSV_KINDS if getattr(files, k)}
+    return [_site_problem(p, kind_of) for p in problems]
+
+
+def _inventory_warnings(site: Site) -> list[tuple[tuple[Any, ...], str]]:
+    """A smart shelf whose simulator weighs other pieces (or another empty bin) than its item
+    and bin declare: its simulated counts would be off; a shelf without a weight_g field."""
+    inv = site.inventory
+    if inv is None:
+        return []
+    weights = {i.sku: i.unit_weight_g for i in inv.items}
+    by_id = {d.id: d for d in site.devices}
+    out: list[tuple[tuple[Any, ...], str]] = []
+    for i, b in enumerate(inv.bins):
+        d = by_id.get(b.shelf or "")
+        if not isinstance(d, MqttDevice) or b._source is not None:
+            continue
+        units = d.metric_units()
+        if units and "weight_g" not in units:
+            out.append((("inventory", "bins", i, "shelf"), f"shelf {d.id!r} carries no weight_g field: the inventory counts a bin by its weight"))
+        sim = d.simulator
+        if not isinstance(sim, SmartShelfSimulator):
+            continue
+        w = weights.get(b.item)
+        if w is not None and not math.isclose(w, sim.params.unit_weight_g, rel_tol=1e-9):
+            out.append((("inventory", "bins", i, "shelf"), f"the simulator of {d.id} weighs pieces of {sim.params.unit_weight_g:g} g, item {b.item} says {w:g} g: its simulated counts will be off"))
+        if sim.params.tare_g is not None and not math.isclose(b.tare_g, sim.params.tare_g, rel_tol=1e-9):
+            out.append((("inventory", "bins", i, "tare_g"), f"the simulator of {d.id} has a bin of {sim.params.tare_g:g} g, this bin says {b.tare_g:g} g: its simulated counts will be off"))
+    return out
+
+
+# -- CSV files ---------------------------------------------------------------------------------
+
+INVENTORY_CSV_KINDS = ("items", "locations", "bins")
+INVENTORY_CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "items": ("sku", "name", "category", "unit", "pack_size", "unit_weight_g", "critical"),
+    "locations": ("path", "kind"),
+    "bins": ("item", "location", "min", "reorder_point", "par", "reorder_qty", "lead_time", "tare_g", "shelf"),
+}
+INVENTORY_CSV_REQUIRED: dict[str, tuple[str, ...]] = {
+    "items": ("sku", "name"), "locations": ("path", "kind"), "bins": ("item", "location", "par"),
+}  # fmt: skip
+_CSV_MODELS: dict[str, type[InventoryItem] | type[InventoryLocationRow] | type[InventoryBin]] = {
+    "items": InventoryItem, "locations": InventoryLocationRow, "bins": InventoryBin,
+}  # fmt: skip
+MAX_CSV_BYTES = 64 * 1024 * 1024
+
+CsvEntry = InventoryItem | InventoryLocationRow | InventoryBin
+
+
+@dataclass(frozen=True)
+class CsvIssue:
+    line: int
+    column: str | None  # its header name
+    message: str
+    position: int | None = None  # 0-based: shown as a spreadsheet's letter
+
+    def render(self, file: str) -> str:
+        """``FILE: line N, column NAME (C): MESSAGE``."""
+        col = ""
+        if self.column is not None:
+            col = f", column {self.column}" + (f" ({_column_letter(self.position)})" if self.position is not None else "")
+        return f"{file}: line {self.line}{col}: {_clip(self.message, MAX_ISSUE_CHARS)}"
+
+
+def _column_letter(i: int) -> str:
+    out = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        out = chr(65 + r) + out
+    return out
+
+
+@dataclass(frozen=True)
+class InventoryCsv:
+    """A CSV file of one kind read: its header, its valid rows (line, entry), every problem."""
+
+    kind: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[int, CsvEntry], ...]
+    issues: tuple[CsvIssue, ...]
+
+
+def read_inventory_csv(text: str, kind: str) -> InventoryCsv:
+    """Read a CSV file of ``kind`` (items, locations, bins): a header row naming columns of
+    INVENTORY_CSV_COLUMNS (in any order, the required ones present), then one entry a row.
+    Cells are trimmed; an empty cell takes the column's default; blank rows are skipped. Every
+    bad row is reported (its line, its column), not just the first."""
+    if kind not in _CSV_MODELS:
+        raise ValueError(f"kind must be one of {', '.join(INVENTORY_CSV_KINDS)}, not {kind!r}")
+    model, allowed = _CSV_MODELS[kind], INVENTORY_CSV_COLUMNS[kind]
+    issues: list[CsvIssue] = []
+    rows: list[tuple[int, CsvEntry]] = []
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
+    header: list[str] | None = None
+    line = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            issues.append(CsvIssue(line, None, f"not valid CSV: {exc}"))
+            break
+        start, line = line, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue
+        if header is None:
+            header = [c.strip() for c in cells]
+            for i, name in enumerate(header):
+                if name not in allowed:
+                    issues.append(CsvIssue(start, name, f"unknown column; the columns of {kind} are {', '.join(allowed)}", i))
+                elif header.index(name) != i:
+                    issues.append(CsvIssue(start, name, "this column appears twice", i))
+            for name in INVENTORY_CSV_REQUIRED[kind]:
+                if name not in header:
+                    issues.append(CsvIssue(start, None, f"required column {name!r} is missing"))
+            if issues:
+                break
+            continue
+        if len(cells) > len(header):
+            extra = [c for c in cells[len(header):] if c.strip()]
+            if extra:
+                issues.append(CsvIssue(start, None, f"{len(cells)} values, but the header names {len(header)} columns"))
+                continue
+        values = {name: c.strip() for name, c in zip(header, cells, strict=False) if c.strip()}
+        try:
+            rows.append((start, model.model_validate(values)))
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                col = str(err["loc"][0]) if err["loc"] else None
+                msg = "a value is required" if err["type"] == "missing" else _message(dict(err))
+                issues.append(CsvIssue(start, col, msg, header.index(col) if col in header else None))
+    if header is None and not issues:
+        issues.append(CsvIssue(1, None, f"no header row: expected the columns {', '.join(allowed)}"))
+    return InventoryCsv(kind, tuple(header or ()), tuple(rows), tuple(issues))
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as parse_duration reads them back exactly: ``2d``, ``4h``, ``90m``, ``45s``, ``0.25s``."""
+    if seconds.is_integer():
+        whole = int(seconds)
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if whole and whole % size == 0:
+                return f"{whole // size}{unit}"
+        return f"{whole}s"
+    return f"{Decimal(repr(seconds)):f}s"
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return str(value)
+
+
+def inventory_csv_row(entry: CsvEntry) -> list[str]:
+    """One entry as a row of its CSV format (the columns of INVENTORY_CSV_COLUMNS, in order)."""
+    kind = next(k for k, m in _CSV_MODELS.items() if isinstance(entry, m))
+    out = []
+    for name in INVENTORY_CSV_COLUMNS[kind]:
+        value = getattr(entry, name)
+        out.append(format_duration(value) if name == "lead_time" else _csv_value(value))
+    return out
+
+
+def format_inventory_csv(kind: str, entries: Iterable[CsvEntry]) -> str:
+    """A CSV file of ``kind``: the header, then a row per entry (read back by read_inventory_csv)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(INVENTORY_CSV_COLUMNS[kind])
+    for e in entries:
+        w.writerow(inventory_csv_row(e))
+    return buf.getvalue()
+
+
+def read_csv_file(path: str | os.PathLike[str]) -> str:
+    """The text of a CSV file (UTF-8, a BOM allowed); ValueError naming what is wrong."""
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_CSV_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CSV_BYTES:
+        raise ValueError(f"larger than {MAX_CSV_BYTES // (1024 * 1024)} MiB")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(_not_utf8(raw, exc)) from None
+
+
+def _inventory_imports(site: Site, base_dir: Path) -> tuple[Site, list[tuple[tuple[Any, ...], str]]]:
+    """The site with the entries of its inventory's CSV files (`import:`) joined to those of the
+    file, each remembering its CSV line; or the problems of those files."""
+    inv = site.inventory
+    if inv is None or inv.import_ is None:
+        return site, []
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    items, bins = list(inv.items), list(inv.bins)
+    location_rows: list[InventoryLocationRow] = []
+    for kind in INVENTORY_CSV_KINDS:
+        name = getattr(inv.import_, kind)
+        if name is None:
+            continue
+        where = ("inventory", "import", kind)
+        try:
+            text = read_csv_file(base_dir / name)  # an absolute name stays itself
+        except ValueError as exc:
+            problems.append((where, f"{name}: {exc}"))
+            continue
+        table = read_inventory_csv(text, kind)
+        problems += [(where, i.render(name)) for i in table.issues]
+        for line, entry in table.rows:
+            entry._source = (name, line)
+            if isinstance(entry, InventoryItem):
+                items.append(entry)
+            elif isinstance(entry, InventoryBin):
+                bins.append(entry)
+            else:
+                location_rows.append(entry)
+    merged = inv.model_copy(update={"items": items, "bins": bins})
+    merged._location_rows = tuple(location_rows)
+    return site.model_copy(update={"inventory": merged}), problems

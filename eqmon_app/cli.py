@@ -134,6 +134,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         else:
             for d in site.modbus_devices():
                 print("\n".join(describe_plan(d)))
+    if site.inventory is not None:
+        print(site.inventory.summary())
     print("ok")
     return 0
 

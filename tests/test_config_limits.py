@@ -220,7 +220,7 @@ def test_a_large_file_checks_ok(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(large_site(40_000), encoding="utf-8")
     r = check_config(path)
-    assert (r.returncode, r.stdout.strip()) == (0, "ok"), r.stderr[-2000:]
+    assert (r.returncode, r.stdout.splitlines()[-1:]) == (0, ["ok"]), r.stderr[-2000:]  # after the inventory summary
     assert len(load_site(path).contacts) == 40_000
 
 
