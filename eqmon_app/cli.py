@@ -1,4 +1,5 @@
-"""The `eqmon` command: check-config, run, simulate, demo, db (upgrade, current), report, inventory."""
+"""The `eqmon` command: check-config, run, simulate, demo, db (upgrade, current), report, inventory
+(status, pick-list, verify, import, export)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from eqmon.config import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from simulators import SimulatedSite
 
 EXAMPLE_SITE = Path(__file__).resolve().parent.parent / "examples" / "site.yaml"
@@ -485,6 +488,103 @@ def _demo_notifications(webhook_url: str) -> Notifications:
     )
 
 
+# -- eqmon inventory import|export (CSV) -------------------------------------------------------
+
+
+def _inventory_db(config: str, data_dir: str, what: str) -> tuple[Site, Engine] | int:
+    """The site and its state database at this eqmon's schema (never migrated or created here),
+    or the exit code after one line on stderr: 2 for a bad site file or schema, 1 for a database
+    missing or out of reach."""
+    from eqmon import db
+    from eqmon.db.engine import database_url
+
+    site = _load(config, warnings=[])
+    try:
+        url = database_url(site.database, Path(data_dir))
+    except ValueError as exc:  # password_env not set
+        print(f"{what}: {config}: {exc}", file=sys.stderr)
+        return 2
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        print(f"{what}: no state database at {url.database} (check --data-dir; eqmon db upgrade --config {config} creates it)", file=sys.stderr)
+        return 1
+    engine = db.open_engine(site.database, Path(data_dir))
+    try:
+        rev = db.current(engine)
+        if rev != db.HEAD:
+            print(f"{what}: state database {db.redacted(engine)} is at revision {rev or 'none (empty)'}, not {db.HEAD}: run eqmon db upgrade", file=sys.stderr)
+            engine.dispose()
+            return 2
+    except (db.SchemaTooNew, db.StateDatabaseError) as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        engine.dispose()
+        return 2 if isinstance(exc, db.SchemaTooNew) else 1
+    return site, engine
+
+
+def cmd_inventory_csv(args: argparse.Namespace) -> int:
+    """``eqmon inventory import FILE --kind K``: check a CSV file of items, locations or bins
+    against itself and the state database, print every problem (line, column) and apply
+    nothing (exit 2), or apply all of it in one transaction. ``export --kind K [-o FILE]``: the
+    same format, every column. docs/inventory.md."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from eqmon.config import read_csv_file
+    from inventory.csvio import CsvImportError, export_csv, import_csv
+
+    what = f"eqmon inventory {args.inventory_command}"
+    opened = _inventory_db(args.config, args.data_dir, what)
+    if isinstance(opened, int):
+        return opened
+    site, engine = opened
+    try:
+        if args.inventory_command == "export":
+            text = export_csv(engine, args.kind)
+            if args.output is None:
+                sys.stdout.write(text)
+            else:
+                Path(args.output).write_text(text, encoding="utf-8")
+                print(f"{args.output}: {text.count(chr(10)) - 1} {args.kind}")
+            return 0
+        try:
+            result = import_csv(engine, args.kind, read_csv_file(args.file), file=args.file, site=site, dry_run=args.dry_run)
+        except CsvImportError as exc:
+            for line in exc.lines():
+                print(line, file=sys.stderr)
+            n = len(exc.issues)
+            print(f"{args.file}: {n} problem{'' if n == 1 else 's'}: nothing applied", file=sys.stderr)
+            return 2
+        except ValueError as exc:  # unreadable, not UTF-8
+            print(f"{args.file}: {exc}", file=sys.stderr)
+            return 2
+        if result.site_changes is not None and result.site_changes.changed_anything:
+            print(f"{args.config}: {result.site_changes.summary()} (the site file's, as at start-up)")
+        for line in result.warnings:
+            print(f"warning: {line}")
+        print(result.summary())
+        return 0
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"{what}: state database: {detail[0] if detail else exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+
+
+def _inventory_csv_parsers(isub: Any) -> None:
+    """``eqmon inventory import`` and ``export``, in the group of ``_inventory_parsers``."""
+    from eqmon.config import INVENTORY_CSV_KINDS
+
+    imp = isub.add_parser("import", help="check a CSV file of items, locations or bins; apply all of it or nothing")
+    imp.add_argument("file")
+    imp.add_argument("--dry-run", action="store_true", help="check against the database, apply nothing")
+    exp = isub.add_parser("export", help="write items, locations or bins as CSV (the import's format)")
+    exp.add_argument("-o", "--output", default=None, help="write to FILE (default: stdout)")
+    for q in (imp, exp):
+        q.add_argument("--kind", required=True, choices=INVENTORY_CSV_KINDS)
+        q.add_argument("--config", required=True, help="site file (its `database:`, devices and inventory)")
+        q.add_argument("--data-dir", default="data")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="eqmon", description="Equipment and supply monitoring.")
     parser.add_argument(
@@ -545,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--config", default=None, help="site file (its time zone and `database:`); default: UTC, SQLite in the data directory")
         q.add_argument("--data-dir", default="data")
 
-    _inventory_parsers(sub)
+    _inventory_csv_parsers(_inventory_parsers(sub))
 
     args = parser.parse_args(argv)
     if args.command == "check-config":
@@ -556,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return cmd_report(args)
     if args.command == "inventory":
-        return cmd_inventory(args)
+        return cmd_inventory_csv(args) if args.inventory_command in ("import", "export") else cmd_inventory(args)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]
     from eqmon.db import SchemaTooNew, StateDatabaseError
 
