@@ -11,9 +11,10 @@ Built so far:
 * ``status.py``  — ``bin_statuses``: level, use per day, days of supply, predicted stock-out
 * ``stock_alerts.py`` — ``stock_conditions``: one alert condition per bin, its text and severity
 * ``picklist.py`` — ``pick_list``: what to bring where, in whole packs, by urgency; JSON, CSV
+* ``setup.py``   — ``apply_site_inventory``: the site file's ``inventory:`` into the catalog
+* ``csvio.py``   — CSV import (all or nothing, every bad row) and export of items, locations, bins
 * ``errors.py``  — ``InventoryError``, ``InsufficientStock``, ``IdempotencyConflict``
 
-Not built yet (issue 10): the site file's ``inventory:`` section and CSV import/export, feeding
-shelf readings from the bus into the ledger, the stock conditions wired to the alert engine, the
-API, the simulators' shelves.
+Not built yet (issue 10): feeding shelf readings from the bus into the ledger, the stock
+conditions wired to the alert engine, the API, the simulators' shelves.
 """

@@ -133,7 +133,7 @@ def _import_in(conn: Connection, kind: str, columns: tuple[str, ...], rows: tupl
     else:
         paths = dict(resolved)
         upsert_bins(conn, cat, [(b, paths[s]) for s, b in bins], changes, [f for f in BIN_COLUMNS if f in present])
-    warnings = _declared_by_site(kind, rows, inv, dict(resolved), src, file)
+    warnings = _declared_by_site(kind, rows, inv, dict(resolved), src, file, changes)
     return ImportResult(kind, file, len(rows), changes, site_changes, warnings)
 
 
@@ -162,22 +162,23 @@ def _partial_levels(cat: DbCatalog, columns: tuple[str, ...], bins: list[tuple[I
 
 
 def _declared_by_site(kind: str, rows: tuple[tuple[int, CsvEntry], ...], inv: Any, paths: dict[InventorySource, tuple[str, ...]],
-                      src: dict[int, InventorySource], file: str) -> list[str]:  # fmt: skip
-    """Rows about what the site file declares: start-up sets the site file's values again."""
+                      src: dict[int, InventorySource], file: str, changes: Changes) -> list[str]:  # fmt: skip
+    """Rows that changed what the site file declares: start-up sets the site file's values again."""
     if inv is None:
         return []
     if kind == "items":
-        declared = {i.sku for i in inv.items}
+        declared = {i.sku for i in inv.items} & set(changes.items_changed)
         hit = [n for n, e in rows if cast(InventoryItem, e).sku in declared]
     elif kind == "bins":
-        declared_bins = {(b.item, p) for b, p in inv.bin_locations()}
+        changed = set(changes.bins_changed)
+        declared_bins = {(b.item, p) for b, p in inv.bin_locations() if f"{b.item} at {format_location_path(p)}" in changed}
         hit = [n for n, e in rows if (cast(InventoryBin, e).item, paths.get(src[n])) in declared_bins]
     else:
         return []
     if not hit:
         return []
     lines = ", ".join(map(str, hit[:10])) + (" …" if len(hit) > 10 else "")
-    return [f"{file}: lines {lines}: the site file declares these {kind} too; its values are applied again at each start of eqmon: change them there"]
+    return [f"{file}: {'line' if len(hit) == 1 else 'lines'} {lines} changed what the site file declares; start-up applies the site file's values again: change them there"]
 
 
 # -- export -------------------------------------------------------------------------------------
