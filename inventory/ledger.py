@@ -87,6 +87,12 @@ class Applied:
     replayed: bool = False
 
     @property
+    def skipped(self) -> bool:
+        """Nothing written and nothing replayed (``shelf_counts(…, newer_only=True)``: a reading
+        older than its bin's last change, or finding what is on hand)."""
+        return not self.entries
+
+    @property
     def entry(self) -> Entry:
         """The first (for all but a transfer, the only) row."""
         return self.entries[0]
@@ -176,13 +182,18 @@ class Ledger:
         shelf device."""
         return self._set("shelf", item_id, location_id, counted, who, why, key, at)
 
-    def shelf_counts(self, readings: Sequence[ShelfReading]) -> list[Applied]:
+    def shelf_counts(self, readings: Sequence[ShelfReading], *, newer_only: bool = False) -> list[Applied]:
         """Many shelf readings in one transaction (what a feed collecting them for a moment
         does): each is applied exactly as ``shelf_count`` would, in the order given, and the
         results come in that order (a key already applied, or repeated in the batch, is
         replayed). All or nothing: an unknown item or location, a bad reading or a key used
         for another request raises (``InventoryError``, ``IdempotencyConflict``) and writes
-        nothing. Its rows lock their bins in (item, location) order, as every write does."""
+        nothing. Its rows lock their bins in (item, location) order, as every write does.
+
+        ``newer_only`` (the shelf feed, inventory/feed.py): a reading older than its bin's last
+        change (on-hand ``updated_at``: a person's count since, an earlier reading redelivered
+        after a later one, a retained state after a restart) or finding what is on hand writes
+        nothing; its result is ``Applied((), skipped)``."""
         if not readings:
             return []
         now = self._clock()
@@ -201,7 +212,7 @@ class Ledger:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 with writing(self._engine) as conn:
-                    return _apply_shelf_batch(conn, reqs)
+                    return _apply_shelf_batch(conn, reqs, newer_only=newer_only)
             except IntegrityError:
                 if attempt == ATTEMPTS:
                     raise
@@ -307,7 +318,7 @@ _SHELF_COLUMNS = ("id", "ts", "item_id", "location_id", "kind", "delta", "balanc
 _CHUNK = 1000  # values in one IN (…)
 
 
-def _apply_shelf_batch(conn: Connection, reqs: list[_Request]) -> list[Applied]:
+def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bool = False) -> list[Applied]:
     pg = conn.dialect.name == "postgresql"
     mark = "%s" if pg else "?"
 
@@ -325,7 +336,7 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request]) -> list[Applied]:
     def lock(bins: list[tuple[int, int]]) -> dict[tuple[int, int], list[Any]]:
         """The existing on-hand rows of ``bins``, locked in (item, location) order."""
         out = {}
-        cols = "SELECT item_id, location_id, quantity, use_decayed, use_at, first_at FROM inventory_on_hand"
+        cols = "SELECT item_id, location_id, quantity, use_decayed, use_at, first_at, updated_at FROM inventory_on_hand"
         if pg:  # one statement, the bins as two arrays
             sql = (f"{cols} WHERE (item_id, location_id) IN (SELECT * FROM unnest(%s::integer[], %s::integer[])) "
                    "ORDER BY item_id, location_id FOR UPDATE")  # fmt: skip
@@ -342,7 +353,7 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request]) -> list[Applied]:
         return out
 
     bins = sorted({(r.item_id, r.legs[0].location_id) for r in reqs})
-    state = lock(bins)  # bin -> [quantity, use_decayed, use_at, first_at]
+    state = lock(bins)  # bin -> [quantity, use_decayed, use_at, first_at, updated_at]
     missing = [b for b in bins if b not in state]
     if missing:
         ins: Any = pg_insert if pg else sqlite_insert
@@ -386,10 +397,14 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request]) -> list[Applied]:
         counted = req.legs[0].counted
         assert counted is not None
         delta = counted - st[0]
+        if newer_only and (req.ts < st[4] or delta == 0):
+            results.append(Applied(()))
+            continue
         if is_use("shelf", delta):
             st[1], st[2] = add_use(st[1], st[2], -delta, req.ts)
         st[0] = counted
         st[3] = min(st[3], req.ts)
+        st[4] = max(st[4], req.ts)
         rows[req.key] = (req.ts, req.item_id, b[1], "shelf", delta, counted, counted, req.who, req.why, req.key, 0)
         results.append((req.key, False))
     entries: dict[str, Entry] = {}
