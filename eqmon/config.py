@@ -225,7 +225,7 @@ REJECT_FAULT = "reject"
 
 PlainFaultName = Literal[
     "stuck", "sentinel", "silence", "reset", "wrong_tid", "wrong_function", "short_reply",
-    "malformed", "duplicate", "out_of_order", "lastwill", "clear",
+    "malformed", "duplicate", "out_of_order", "lastwill", "clear", "negative",
 ]  # fmt: skip
 EQUIPMENT_FAULTS: tuple[str, ...] = (
     "drift", "stuck", "sentinel", "fault_bit", "door_open", "clear",  # the model's
@@ -238,7 +238,7 @@ LINK_FAULTS: tuple[str, ...] = ("malformed", "silence", "duplicate", "out_of_ord
 DOOR_SIMULATORS: tuple[str, ...] = (*THERMAL_SIMULATORS, "negative_pressure_room")
 SIMULATOR_FAULTS: dict[str, tuple[str, ...]] = {
     **{m: tuple(f for f in EQUIPMENT_FAULTS if f != "door_open" or m in DOOR_SIMULATORS) for m in EQUIPMENT_SIMULATORS},
-    "smart_shelf": LINK_FAULTS + ("restock", "take", "set_count"),
+    "smart_shelf": LINK_FAULTS + ("restock", "take", "set_count", "drift", "foreign", "negative"),
     **dict.fromkeys(SENSOR_SIMULATORS, LINK_FAULTS + ("drift", "stuck")),
 }
 # Metrics the drift fault moves, per model (the first is the default).
@@ -249,6 +249,7 @@ DRIFT_METRICS: dict[str, tuple[str, ...]] = {
     "generator": ("battery_v",),
     "room_environment": ("temperature_c", "humidity_pct"),
     "differential_pressure": ("pressure_pa",),
+    "smart_shelf": ("weight_g",),  # the scale's zero creeps (grams, grams a minute)
 }
 MODBUS_EXCEPTION_CODES = (1, 2, 3, 4, 5, 6, 8, 10, 11)  # codes the simulated server can answer
 _TABLES = ("holding", "input", "coil", "discrete_input")
@@ -416,6 +417,8 @@ class SmartShelfParams(_PublisherParams):
     noise_g: _NotNegative | None = None
     piece_sd: _NotNegative | None = None
     smoothing: Annotated[float, BeforeValidator(_sim_number), Field(gt=0, le=1)] | None = None
+    settle_s: _NotNegative | None = None  # after a take or restock the scale wobbles this long …
+    settle_publish_s: _NotNegative | None = None  # … publishing unstable readings this often
 
     @model_validator(mode="after")
     def _check(self) -> SmartShelfParams:
@@ -1473,6 +1476,10 @@ class CountParams(SimulatorParams):
     count: _Count
 
 
+class ForeignParams(SimulatorParams):
+    weight_g: _Positive | None = None  # default: 2.5 pieces' weight
+
+
 class ScenarioStep(_Model):
     """A fault injected into a simulated device at a time after start: one of the steps below,
     by ``fault``."""
@@ -1541,14 +1548,19 @@ class CountStep(ScenarioStep):
     params: CountParams
 
 
+class ForeignStep(ScenarioStep):
+    fault: Literal["foreign"]
+    params: ForeignParams = ForeignParams()
+
+
 AnyScenarioStep = Annotated[
     PlainFaultStep | DriftStep | FaultBitStep | DoorOpenStep | ExceptionStep | SlowStep | RebootStep
-    | RejectStep | BurstStep | RestockStep | CountStep,
+    | RejectStep | BurstStep | RestockStep | CountStep | ForeignStep,
     Field(discriminator="fault"),
 ]
 SCENARIO_FAULTS: tuple[str, ...] = (
     *get_args(PlainFaultName), "drift", "fault_bit", "door_open", "exception", "slow", "reboot", REJECT_FAULT,
-    "burst", "restock", "take", "set_count",
+    "burst", "restock", "take", "set_count", "foreign",
 )  # fmt: skip
 
 

@@ -3,10 +3,16 @@
 The model holds a bin of one item. Staff take items (more by day, 07:00–19:00, than by night),
 supply staff restock to par when the count falls below ``restock_at`` × par, and the scale
 reads the gross weight with ±0.5 g noise, smoothed like shelf firmware does. Each piece weighs
-``unit_weight_g`` ± about 1 %.
+``unit_weight_g`` ± about 1 %. After a take or a restock the reading wobbles for ``settle_s``
+(a damped swing of up to a third of the change, the hand still on the bin): the shelf says
+``stable: false`` meanwhile. Faults of the scale: ``drift`` (its zero creeps toward
+``target`` g at ``rate_per_min`` g a minute), ``foreign`` (an unrelated object in the bin,
+``weight_g``, default 2.5 pieces' weight), ``negative`` (the bin lifted off: the scale reads
+about 0 g); ``clear`` ends them (the scale zeroed again, the object or the bin back).
 
-The publisher sends ``{"ts", "weight_g", "count", "item"}`` JSON to the device's topic when the
-count changed and the change held for ``hold_s`` seconds, and as a heartbeat every
+The publisher sends ``{"ts", "weight_g", "count", "item", "stable"}`` JSON to the device's
+topic when the count changed and the change held for ``hold_s`` seconds, every
+``settle_publish_s`` while the scale settles (``stable: false``), and as a heartbeat every
 ``heartbeat_s`` seconds; the first message goes out ``first_publish_s`` after start. Every
 state message is published with the MQTT retain flag, as real smart shelves commonly do: the
 broker keeps the latest one and hands it to a subscriber as soon as it subscribes, so a monitor
@@ -42,7 +48,7 @@ log = logging.getLogger(__name__)
 # (drop-out), every message sent twice, timestamps out of order, a burst of `factor` × the
 # normal rate, and a dropped connection that makes the broker publish the last will (offline).
 LINK_FAULTS = ("malformed", "silence", "duplicate", "out_of_order", "burst", "lastwill", "clear")
-SHELF_MODEL_FAULTS = ("restock", "take", "set_count")
+SHELF_MODEL_FAULTS = ("restock", "take", "set_count", "drift", "foreign", "negative")
 SHELF_FAULTS = LINK_FAULTS + SHELF_MODEL_FAULTS
 
 # param name → (type, default); None default = required
@@ -60,6 +66,8 @@ _PARAMS: dict[str, tuple[type, Any]] = {
     "piece_sd": (float, 0.01),  # relative standard deviation of piece weight
     "smoothing": (float, 0.5),  # EMA weight of the newest raw sample (1 = no smoothing)
     "hold_s": (float, 2.0),  # a changed count must hold this long before it is published
+    "settle_s": (float, 3.0),  # after a take or restock the scale wobbles this long (0: never)
+    "settle_publish_s": (float, 1.0),  # … and publishes unstable readings this often (0: never)
     "heartbeat_s": (float, 30.0),
     "first_publish_s": (float, 0.5),
     "qos": (int, 1),
@@ -105,6 +113,8 @@ def shelf_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("qos must be 0 or 1")
     if out["heartbeat_s"] <= 0 or out["hold_s"] < 0 or out["first_publish_s"] < 0:
         raise ValueError("heartbeat_s must be > 0; hold_s and first_publish_s >= 0")
+    if out["settle_s"] < 0 or out["settle_publish_s"] < 0:
+        raise ValueError("settle_s and settle_publish_s must be >= 0")
     return out
 
 
@@ -128,6 +138,12 @@ class ShelfModel:
         self.restock_due: float | None = None
         self.restocks = 0
         self.taken = 0
+        self.zero_offset = 0.0  # the scale's zero (g): the drift fault moves it
+        self.drift: tuple[float, float] | None = None  # (target g, g per second)
+        self.foreign_g = 0.0  # an unrelated object in the bin
+        self.lifted = False  # the bin off the scale
+        self.settle_from: float | None = None  # when the last take or restock happened …
+        self.settle_swing = 0.0  # … and how far the reading swings (g) at first
         self.smoothed = self.gross_true
         self.raw = self.smoothed
 
@@ -141,6 +157,23 @@ class ShelfModel:
     @property
     def gross_true(self) -> float:
         return self.tare + sum(self.pieces)
+
+    @property
+    def scale_true(self) -> float:
+        """What the scale weighs without noise or wobble: the bin and its pieces, an object in
+        it, its zero's drift; a lifted bin: nothing."""
+        return self.zero_offset + (0.0 if self.lifted else self.gross_true + self.foreign_g)
+
+    @property
+    def stable(self) -> bool:
+        """False while the scale still settles after a take or a restock."""
+        return self.settle_from is None or self.now - self.settle_from >= self.p["settle_s"]
+
+    def _disturb(self, change_g: float) -> None:
+        """A take or restock of ``change_g``: the reading swings, then settles."""
+        if self.p["settle_s"] > 0 and change_g:
+            self.settle_from = self.now
+            self.settle_swing = max(abs(change_g) / 3, 2 * self.p["noise_g"]) * (1 if change_g > 0 else -1)
 
     @property
     def weight_g(self) -> float:
@@ -158,20 +191,24 @@ class ShelfModel:
 
     def take(self, n: int) -> int:
         n = max(0, min(n, len(self.pieces)))
+        before = self.gross_true
         for _ in range(n):
             self.pieces.pop()
         self.taken += n
+        self._disturb(self.gross_true - before)
         return n
 
     def restock(self, to: int | None = None) -> None:
         target = self.par if to is None else to
         target = max(0, min(self.capacity, target))
+        before = self.gross_true
         while len(self.pieces) < target:
             self.pieces.append(self._piece())
         while len(self.pieces) > target:
             self.pieces.pop()
         self.restock_due = None
         self.restocks += 1
+        self._disturb(self.gross_true - before)
 
     def step(self, now: float, hour: float = 12.0) -> None:
         dt = now - self.now
@@ -188,12 +225,22 @@ class ShelfModel:
             self.restock_due = now + self.p["restock_delay_min"] * 60.0
         if self.restock_due is not None and now >= self.restock_due:
             self.restock()
-        self.raw = self.gross_true + self.rng.uniform(-self.p["noise_g"], self.p["noise_g"])
-        a = self.p["smoothing"]
+        if self.drift is not None:
+            target, per_s = self.drift
+            gap = target - self.zero_offset
+            self.zero_offset += max(-per_s * dt, min(per_s * dt, gap))
+        wobble = 0.0
+        if not self.stable:
+            assert self.settle_from is not None
+            t = now - self.settle_from
+            # a damped swing of about 0.8 s, down to a few percent by settle_s
+            wobble = self.settle_swing * math.exp(-3.0 * t / self.p["settle_s"]) * math.cos(2 * math.pi * t / 0.8)
+        self.raw = self.scale_true + wobble + self.rng.uniform(-self.p["noise_g"], self.p["noise_g"])
+        a = 1.0 if not self.stable else self.p["smoothing"]  # firmware shows the swing as it is
         self.smoothed = a * self.raw + (1.0 - a) * self.smoothed
 
     def doc(self) -> dict[str, Any]:
-        return {"weight_g": self.weight_g, "count": self.count, "item": self.item}
+        return {"weight_g": self.weight_g, "count": self.count, "item": self.item, "stable": self.stable}
 
     def change_key(self) -> Any:
         return self.count
@@ -206,6 +253,21 @@ class ShelfModel:
             self.take(params["count"])
         elif fault == "set_count":
             self.restock(params["count"])
+        elif fault == "drift":
+            self.drift = (float(params["target"]), abs(float(params.get("rate_per_min", 1.0))) / 60.0)
+        elif fault == "foreign":
+            self.foreign_g = float(params.get("weight_g", 2.5 * self.unit_weight))
+        elif fault == "negative":
+            self.lifted = True
+        elif fault == "clear":
+            # the scale zeroed, the object taken out, the bin back on the scale
+            self.drift, self.zero_offset, self.foreign_g, self.lifted = None, 0.0, 0.0, False
+
+    @property
+    def active_faults(self) -> list[str]:
+        flags = (("drift", self.drift is not None or self.zero_offset != 0), ("foreign", self.foreign_g != 0),
+                 ("negative", self.lifted))  # fmt: skip
+        return [n for n, on in flags if on]
 
     def _poisson(self, lam: float) -> int:
         if lam <= 0:
@@ -231,6 +293,17 @@ def check_shelf_fault(fault: str, params: dict[str, Any]) -> None:
     if fault not in SHELF_FAULTS:
         raise ValueError(f"unknown smart_shelf fault {fault!r}; expected one of {SHELF_FAULTS}")
     check_link_fault(fault, params)
+    if fault == "drift":
+        target, rate = params.get("target"), params.get("rate_per_min", 1.0)
+        for name, v in (("target", target), ("rate_per_min", rate)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"drift needs {name}, a number of grams (a minute), got {v!r}")
+        if params.get("metric", "weight_g") != "weight_g":
+            raise ValueError(f"drift on a smart shelf moves weight_g, not {params['metric']!r}")
+    if fault == "foreign" and "weight_g" in params:
+        v = params["weight_g"]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"foreign needs weight_g > 0, got {v!r}")
     if fault in ("restock", "take", "set_count"):
         n = params.get("count")
         if n is None and fault == "restock":
@@ -291,8 +364,8 @@ class DevicePublisher:
         self._t0 = 0.0
         self._wall0 = 0.0
         self._last_pub: float | None = None
-        self._last_count: int | None = None
-        self._pending: tuple[int, float] | None = None  # (count, since)
+        self._last_count: Any = None
+        self._pending: tuple[Any, float] | None = None  # (change key, since)
 
     @property
     def sim_now(self) -> float:
@@ -333,7 +406,12 @@ class DevicePublisher:
     def active_faults(self) -> list[str]:
         flags = (("malformed", self.malformed), ("silence", self.silent), ("duplicate", self.duplicate),
                  ("out_of_order", self.out_of_order), ("burst", self.burst > 1), ("lastwill", self.lastwill))  # fmt: skip
-        return [n for n, on in flags if on]
+        return [n for n, on in flags if on] + list(getattr(self.model, "active_faults", []))
+
+    def _key(self) -> Any:
+        """What must change (and hold) to be published: the model's change key, and whether
+        the scale is stable (a shelf's stable state after a wobble is published once it held)."""
+        return (self.model.change_key(), getattr(self.model, "stable", True))
 
     def payload(self, ts: float | None = None) -> bytes:
         ts = self.wall() if ts is None else ts
@@ -369,7 +447,7 @@ class DevicePublisher:
 
     def _publish(self, now: float) -> None:
         self._last_pub = now
-        self._last_count = self.model.change_key()
+        self._last_count = self._key()
         self._pending = None
         if self.silent:
             return
@@ -392,7 +470,11 @@ class DevicePublisher:
             if now - self._t0 >= p["first_publish_s"]:
                 self._publish(now)
             return
-        count = self.model.change_key()
+        settle_every = p.get("settle_publish_s", 0.0)
+        if not getattr(self.model, "stable", True) and settle_every > 0 and now - self._last_pub >= settle_every:
+            self._publish(now)  # still settling: an unstable reading (stable: false)
+            return
+        count = self._key()
         if count != self._last_count:
             if self._pending is None or self._pending[0] != count:
                 self._pending = (count, now)

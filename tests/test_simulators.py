@@ -722,7 +722,7 @@ def test_simulated_site_on_example_site() -> None:
                     states[msg.topic.split("/")[-2]] = json.loads(msg.payload)
             assert online == {f"eqmon/status/shelf-{n}" for n in ("gloves", "masks", "linens")}
             gloves = states["shelf-gloves"]
-            assert set(gloves) == {"ts", "weight_g", "count", "item"}
+            assert set(gloves) == {"ts", "weight_g", "count", "item", "stable"}
             assert gloves["item"] == "exam gloves M"
             assert gloves["count"] == round((gloves["weight_g"] - 410) / 5.6)
             assert abs(gloves["ts"] - time.time()) < 10
