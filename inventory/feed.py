@@ -310,6 +310,7 @@ class ShelfFeed:
         if sc.unexplained:
             self._unexplained(s, r.ts, gross, step)
             return None
+        k = 0
         if s.count is None or s.base_w is None:
             # The first reading since start: the count on record stands if the weight allows it.
             count = sc.count if s.count is None or not sc.min_count <= s.count <= sc.max_count else s.count
@@ -329,14 +330,17 @@ class ShelfFeed:
         # Explained.
         s.creep, s.creep_from = 0, None
         if s.drifting_since is not None:
-            # Explained again; it counts once the weight holds still (but for whole pieces put
-            # in or taken out) for recal_clear_s: a drift that goes on crosses whole pieces.
+            # Explained again; it counts once the weight holds still, within the scale's noise
+            # (but for whole pieces put in or taken out), for recal_clear_s: a drift that goes on
+            # crosses whole pieces, and must not be taken for them. And it starts only where the
+            # weight is back at the count on record or arrived at once (the scale zeroed): a
+            # zero that crept by whole pieces and stopped there is no stock.
             jump = step is not None and abs(step) >= w / 2
-            if s.explained_since is None or (not jump and abs(gross - s.window_w) > self._change_tolerance.noise_g):
-                s.explained_since, s.window_w = r.ts, gross
+            if s.explained_since is None or (not jump and abs(gross - s.window_w) > self.tolerance.noise_g):
+                s.explained_since, s.window_w = (r.ts, gross) if jump or k == 0 else (None, 0.0)
             elif jump:
                 s.window_w = gross
-            if r.ts - s.explained_since < self.recal_clear_s:
+            if s.explained_since is None or r.ts - s.explained_since < self.recal_clear_s:
                 self._anomaly(s, "drift", gross, explained=True)
                 return None
             s.drifting_since = s.explained_since = None

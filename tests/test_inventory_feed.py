@@ -252,3 +252,15 @@ def test_the_catalog_can_change_under_the_feed(site: Site) -> None:
     cat.set_bin(site.gloves, site.room, shelf_device_id=None)
     feed.refresh()
     assert feed.devices == {"shelf-linens"}
+
+
+def test_a_zero_that_crept_by_whole_pieces_and_stopped_is_no_stock(site: Site) -> None:
+    feed = site.feed(recal_clear_s=120)
+    feed.absorb([gloves(100, T0)])
+    events: list[Recalibrate] = []
+    for i in range(1, 23):  # 0.5 g a reading up to 2 gloves' weight, then still for 20 minutes
+        events += feed.absorb([gloves(100, T0 + 30 * i, off=min(0.5 * i, 2 * GLOVE))]).recalibrate
+    for i in range(23, 63):
+        events += feed.absorb([gloves(100, T0 + 30 * i, off=2 * GLOVE + 0.2 * (-1) ** i)]).recalibrate
+    assert [e.active for e in events] == [True]
+    assert site.ledger.on_hand(site.gloves, site.room) == 100
