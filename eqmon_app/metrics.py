@@ -1,7 +1,7 @@
 """eqmon's self-metrics in one prometheus_client registry (the only import of prometheus_client).
 
 The values live where they are counted (the spool, the sink runners, the collectors, the bus,
-the notification dispatcher, the alert engine); this module's collector reads them at scrape
+the notification dispatcher, the alert engine, the shelf feed); this module's collector reads them at scrape
 time, so the hot paths pay nothing (the outbox's pending rows are counted by the dispatcher
 every few seconds, not at scrape time). The same
 registry gives three views:
@@ -50,6 +50,7 @@ class Sources(Protocol):
     readings_lost: int
     accept_calls: int
     accept_seconds: float
+    shelves: Any  # eqmon_app.shelves.ShelfConsumer, or None (no bin has a shelf)
 
 
 class _ServiceCollector:
@@ -157,6 +158,26 @@ class _ServiceCollector:
         for severity, count in by_severity.items():
             open_alerts.add_metric([severity], count)
         yield open_alerts
+
+        if s.shelves is not None:
+            yield from _shelf_metrics(s.shelves)
+
+
+def _shelf_metrics(c: Any) -> Iterator[Metric]:
+    """The smart shelves' feed into the inventory (eqmon_app/shelves.py, inventory/feed.py)."""
+    feed = c.feed
+    yield CounterMetricFamily("eqmon_shelf_readings", "Shelf weight readings judged by the inventory.", value=feed.readings)
+    yield CounterMetricFamily("eqmon_shelf_counts_applied", "Shelf readings that changed a bin's count (ledger rows).", value=feed.applied)
+    anomalies = CounterMetricFamily(
+        "eqmon_shelf_anomalies", "Shelf readings not applied, per reason and shelf.", labels=["reason", "device"]
+    )
+    for (reason, device), n in sorted(feed.anomalies.items()):
+        anomalies.add_metric([reason, device], n)
+    yield anomalies
+    yield GaugeMetricFamily("eqmon_shelf_recalibrate", "Shelves drifting (a recalibrate warning is open).", value=len(feed.drifting()))
+    yield GaugeMetricFamily("eqmon_shelf_pending", "Shelf readings and counts waiting to be written.", value=c.pending)
+    yield CounterMetricFamily("eqmon_shelf_dropped", "Shelf readings or counts dropped over the memory bound.", value=c.dropped)
+    yield CounterMetricFamily("eqmon_shelf_write_failures", "Failed writes of shelf counts (retried).", value=c.db_failures)
 
 
 class SelfMetrics:

@@ -3,7 +3,7 @@ and runs them on one asyncio loop.
 
 Data flows one way: devices → collectors → ``accept`` → the durable spool → sinks; what the spool
 took is published on the bus (eqmon/bus.py) to the latest values and the alert engine (and next
-the inventory); device status → bus → alert engine; alerts → store and notifiers → API. The
+the shelf feed of the inventory, eqmon_app/shelves.py); device status → bus → alert engine; alerts → store and notifiers → API. The
 collectors come from one registry keyed by protocol (collectors/registry.py), the self-metrics
 from one registry (eqmon_app/metrics.py), the link and spool warnings from alerts/links.py.
 """
@@ -42,6 +42,7 @@ from eqmon.db.repos import AuditLog, OutboxRepo, SilenceRepo, queue_notification
 from eqmon.domain import Alert, Reading
 
 from .metrics import SelfMetrics
+from .shelves import ShelfConsumer, has_shelf_bins
 
 log = logging.getLogger("eqmon")
 
@@ -206,6 +207,13 @@ class Service:
         self.bus.subscribe_readings("latest-values", self.state.record)
         self.bus.subscribe_readings("alert-engine", self.engine.on_readings)
         self.bus.subscribe_status("alert-engine", self.engine.on_status)
+        # The inventory: shelf readings -> counts in the ledger (a worker thread) -> stock and
+        # recalibrate conditions -> the engine (on the loop); only when a bin has a shelf.
+        self.shelves: ShelfConsumer | None = None
+        if has_shelf_bins(self.db):
+            names = {d.id: f"{d.display_name} ({d.location})" if d.location else d.display_name for d in site.devices}
+            self.shelves = ShelfConsumer(self.db, self.engine, tz=site.site.timezone, names=names, clock=clock)
+            self.bus.subscribe_readings("inventory-shelves", self.shelves.on_readings)
 
         self.metrics = SelfMetrics(self)
         self.state.metrics_text = self.metrics.text
@@ -311,6 +319,8 @@ class Service:
         self.state.started_at = self.clock()
         for s in self.sinks:
             s.start()
+        if self.shelves is not None:
+            await self.shelves.start()  # knows its shelves before the first reading
         for c in self.collectors:
             await c.start()
         if self.mqtt_publisher is not None:
@@ -342,6 +352,8 @@ class Service:
     async def stop(self) -> None:
         for c in self.collectors:
             await c.stop()
+        if self.shelves is not None:
+            await self.shelves.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,252 @@
+"""The smart shelves' readings into the inventory, wired for the service (docs/inventory.md,
+"Wiring").
+
+``ShelfConsumer.on_readings`` is a bus subscriber: on the event loop it only keeps the readings
+of the shelves that weigh a bin of the catalog (``weight_g`` and ``stable``) and wakes its task.
+The task hands each batch to a worker thread, where ``ShelfFeed`` judges it (in memory) and
+writes the changes (one transaction); back on the loop, the recalibrate conditions and the stock
+conditions of the bins that changed go to the alert engine (``on_condition``): the loop owns the
+engine, the database is only touched in the worker.
+
+**No reading lost while the database is away.** The spool holds every reading durably, but the
+bus does not replay it; so the changes a batch could not write stay in memory, in order, and are
+written first the next time (backing off 1 s, doubling up to 30 s), together with what arrived
+meanwhile. The memory is bounded (``max_pending`` readings waiting plus changes not written):
+beyond it the oldest are dropped, counted (``dropped``) and logged once per outage. A change is
+one per shelf per count change, so the bound holds hours of a site's changes.
+
+**Stock conditions.** Computed by ``inventory/status.py`` (``bin_statuses``,
+``stock_conditions``) through ``StockConditions``, the one place that names them; until that
+module exists only the recalibrate conditions are raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from alerts.engine import AlertEngine
+from eqmon.db.schema import inventory_bins
+from eqmon.domain import Reading, Severity
+from inventory.feed import RECALIBRATE_KEY, STABLE_METRIC, WEIGHT_METRIC, Recalibrate, ShelfFeed
+from inventory.ledger import ShelfReading
+
+log = logging.getLogger("eqmon.inventory")
+
+REFRESH_S = 60.0  # the catalog read again this often (bins, their shelves, a person's counts)
+BACKOFF_MAX_S = 30.0
+
+
+def has_shelf_bins(db: Engine) -> bool:
+    """Whether any bin of the catalog is weighed by a shelf."""
+    with db.connect() as conn:
+        return conn.execute(select(inventory_bins.c.id).where(inventory_bins.c.shelf_device_id.is_not(None)).limit(1)).first() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One call of ``AlertEngine.on_condition``."""
+
+    subject: str
+    key: str
+    active: bool
+    text: str
+    severity: Severity
+
+
+class StockConditions:
+    """The stock conditions of some locations, from ``inventory/status.py`` (branch inv-status:
+    ``bin_statuses(engine, *, now, location_id=None)`` and ``stock_conditions(statuses, *, now,
+    tz)`` -> ``StockCondition(subject, key, active, text, severity)``); none while it is not
+    there."""
+
+    def __init__(self, db: Engine, tz: str) -> None:
+        self.db, self.tz = db, tz
+        try:
+            self._status: Any = importlib.import_module("inventory.status")
+        except ImportError:
+            self._status = None
+            log.info("inventory: no inventory/status.py yet: shelf counts are kept, stock alerts are not raised")
+
+    @property
+    def available(self) -> bool:
+        return self._status is not None
+
+    def __call__(self, locations: Iterable[int], now: float) -> list[Condition]:
+        if self._status is None:
+            return []
+        out: list[Condition] = []
+        for loc in sorted(set(locations)):
+            statuses = self._status.bin_statuses(self.db, now=now, location_id=loc)
+            for c in self._status.stock_conditions(statuses, now=now, tz=self.tz):
+                out.append(Condition(c.subject, c.key, c.active, c.text, Severity(c.severity)))
+        return out
+
+
+@dataclass(slots=True)
+class _Done:
+    conditions: list[Condition] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+class ShelfConsumer:
+    def __init__(
+        self,
+        db: Engine,
+        engine: AlertEngine,
+        *,
+        tz: str = "UTC",
+        names: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        max_pending: int = 200_000,
+        refresh_s: float = REFRESH_S,
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.clock = clock
+        self.feed = ShelfFeed(db, names=names, clock=clock)
+        self.stock = StockConditions(db, tz)
+        self.max_pending = max_pending
+        self.refresh_s = refresh_s
+        self._devices: frozenset[str] = frozenset()
+        self._queue: list[Reading] = []  # on the loop: readings waiting for the worker
+        self._retry: list[ShelfReading] = []  # in the worker: changes not yet written
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._refreshed = 0.0
+        self._failing_logged = False
+        self._drop_logged = False
+        # self-metrics
+        self.batches = 0
+        self.db_failures = 0
+        self.dropped = 0
+
+    # -- on the loop -----------------------------------------------------------------------------
+
+    def on_readings(self, readings: Sequence[Reading]) -> None:
+        """Bus subscriber: keep the shelves' readings, wake the task. No I/O."""
+        devices = self._devices
+        if not devices:
+            return
+        picked = [r for r in readings if r.device_id in devices and r.metric in (WEIGHT_METRIC, STABLE_METRIC)]
+        if not picked:
+            return
+        self._queue.extend(picked)
+        over = len(self._queue) + len(self._retry) - self.max_pending
+        if over > 0:
+            del self._queue[: min(over, len(self._queue))]
+            self._dropped(over)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + len(self._retry)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._refresh)
+        self._task = asyncio.create_task(self._run(), name="inventory-shelves")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Write what is waiting (within ``timeout``), then stop."""
+        if self._task is None:
+            return
+        if self._queue or self._retry:
+            self._wake.set()
+            deadline = time.monotonic() + timeout
+            while (self._queue or self._retry) and time.monotonic() < deadline and not self._task.done():
+                await asyncio.sleep(0.05)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            done = await asyncio.to_thread(self._work, batch)
+            self._raise(done.conditions)
+            if done.error is not None:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self._wake.set()  # try again with what is waiting
+            else:
+                backoff = 1.0
+                if self._queue:
+                    self._wake.set()
+
+    def _raise(self, conditions: Sequence[Condition]) -> None:
+        ts = self.clock()
+        for c in conditions:
+            try:
+                self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=ts)
+            except Exception:
+                log.exception("inventory: the alert engine refused condition %s of %s", c.key, c.subject)
+
+    def _dropped(self, n: int) -> None:
+        self.dropped += n
+        if not self._drop_logged:
+            self._drop_logged = True
+            log.error("inventory: shelf readings dropped (%d waiting at most; counted, logged once)", self.max_pending)
+
+    # -- in the worker thread --------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        self.feed.refresh()
+        self._devices = self.feed.devices
+        self._refreshed = time.monotonic()
+
+    def _work(self, batch: list[Reading]) -> _Done:
+        done = _Done()
+        try:
+            if time.monotonic() - self._refreshed >= self.refresh_s:
+                self._refresh()
+        except Exception as exc:  # the database is away: the catalog known so far stays
+            done.error = exc
+        changes = self._retry + self.feed.judge(batch)
+        done.conditions += [_recalibrate(r) for r in self.feed.take_recalibrate()]
+        if done.error is None and changes:
+            try:
+                applied = self.feed.apply(changes)
+            except Exception as exc:
+                done.error = exc
+            else:
+                self._retry = []
+                self.batches += 1
+                if self._failing_logged:
+                    log.warning("inventory: shelf counts written again (%d changes had waited)", len(changes))
+                self._failing_logged = self._drop_logged = False
+                try:
+                    done.conditions += self.stock({loc for _, loc in applied.changed}, self.clock())
+                except Exception:
+                    log.exception("inventory: cannot compute the stock conditions (next change tries again)")
+        if done.error is not None:
+            self._retry = changes
+            over = len(self._retry) - self.max_pending
+            if over > 0:
+                del self._retry[:over]
+                self._dropped(over)
+            self.db_failures += 1
+            if not self._failing_logged:
+                self._failing_logged = True
+                log.error("inventory: cannot write shelf counts (%s); %d changes wait in memory, retried",
+                          done.error, len(self._retry))  # fmt: skip
+        return done
+
+
+def _recalibrate(r: Recalibrate) -> Condition:
+    return Condition(r.device_id, RECALIBRATE_KEY, r.active, r.text, Severity.WARNING)
+
+
+__all__ = ["Condition", "ShelfConsumer", "StockConditions", "has_shelf_bins"]
