@@ -13,8 +13,9 @@ Built so far:
 * ``picklist.py`` — ``pick_list``: what to bring where, in whole packs, by urgency; JSON, CSV
 * ``setup.py``   — ``apply_site_inventory``: the site file's ``inventory:`` into the catalog
 * ``csvio.py``   — CSV import (all or nothing, every bad row) and export of items, locations, bins
+* ``feed.py``    — ``ShelfFeed``: the shelves' readings -> counts in the ledger (batched),
+  anomalies counted and not applied, drift -> a recalibrate condition
 * ``errors.py``  — ``InventoryError``, ``InsufficientStock``, ``IdempotencyConflict``
 
-Not built yet (issue 10): feeding shelf readings from the bus into the ledger, the stock
-conditions wired to the alert engine, the API, the simulators' shelves.
+Not built yet (issue 10): the API; the service applying the site file's inventory at start-up.
 """

@@ -1,5 +1,5 @@
-"""Smart shelves: a bin's weight becomes a count. Pure functions; feeding shelf readings into
-the ledger (``Ledger.shelf_count``) is not built yet.
+"""Smart shelves: a bin's weight becomes a count. Pure functions; ``feed.ShelfFeed`` feeds the
+shelves' readings into the ledger with them.
 
 DOMAIN.md: count = (gross − tare) / unit weight; the unit weight comes from a sample of at least
 10 pieces and a piece's weight varies by about 0.5–1.5 %; a remainder over half a unit, or a
