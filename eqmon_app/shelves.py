@@ -15,21 +15,20 @@ meanwhile. The memory is bounded (``max_pending`` readings waiting plus changes 
 beyond it the oldest are dropped, counted (``dropped``) and logged once per outage. A change is
 one per shelf per count change, so the bound holds hours of a site's changes.
 
-**Stock conditions.** Computed by ``inventory/status.py`` (``bin_statuses``,
-``stock_conditions``) through ``StockConditions``, the one place that names them; until that
-module exists only the recalibrate conditions are raised.
+**Stock conditions.** The bins that changed get their status (``inventory/status.py``
+``bin_statuses``) and stock condition (``inventory/stock_alerts.py`` ``stock_conditions``)
+through ``StockConditions``, the one place that names them: raised below the reorder point,
+updated as the stock falls, resolved by a restock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Engine, select
 
@@ -38,6 +37,8 @@ from eqmon.db.schema import inventory_bins
 from eqmon.domain import Reading, Severity
 from inventory.feed import RECALIBRATE_KEY, STABLE_METRIC, WEIGHT_METRIC, Recalibrate, ShelfFeed
 from inventory.ledger import ShelfReading
+from inventory.status import bin_statuses
+from inventory.stock_alerts import stock_conditions
 
 log = logging.getLogger("eqmon.inventory")
 
@@ -63,30 +64,18 @@ class Condition:
 
 
 class StockConditions:
-    """The stock conditions of some locations, from ``inventory/status.py`` (branch inv-status:
-    ``bin_statuses(engine, *, now, location_id=None)`` and ``stock_conditions(statuses, *, now,
-    tz)`` -> ``StockCondition(subject, key, active, text, severity)``); none while it is not
-    there."""
+    """The stock conditions of some bins (inventory/status.py, inventory/stock_alerts.py)."""
 
     def __init__(self, db: Engine, tz: str) -> None:
         self.db, self.tz = db, tz
-        try:
-            self._status: Any = importlib.import_module("inventory.status")
-        except ImportError:
-            self._status = None
-            log.info("inventory: no inventory/status.py yet: shelf counts are kept, stock alerts are not raised")
 
-    @property
-    def available(self) -> bool:
-        return self._status is not None
-
-    def __call__(self, locations: Iterable[int], now: float) -> list[Condition]:
-        if self._status is None:
-            return []
+    def __call__(self, bins: Iterable[tuple[int, int]], now: float) -> list[Condition]:
+        """The conditions of ``bins`` ((item, location) pairs), read location by location."""
+        wanted = set(bins)
         out: list[Condition] = []
-        for loc in sorted(set(locations)):
-            statuses = self._status.bin_statuses(self.db, now=now, location_id=loc)
-            for c in self._status.stock_conditions(statuses, now=now, tz=self.tz):
+        for loc in sorted({loc for _, loc in wanted}):
+            statuses = [st for st in bin_statuses(self.db, now=now, location_id=loc) if (st.item_id, st.location_id) in wanted]
+            for c in stock_conditions(statuses, now=now, tz=self.tz):
                 out.append(Condition(c.subject, c.key, c.active, c.text, Severity(c.severity)))
         return out
 
@@ -228,7 +217,7 @@ class ShelfConsumer:
                     log.warning("inventory: shelf counts written again (%d changes had waited)", len(changes))
                 self._failing_logged = self._drop_logged = False
                 try:
-                    done.conditions += self.stock({loc for _, loc in applied.changed}, self.clock())
+                    done.conditions += self.stock(applied.changed, self.clock())
                 except Exception:
                     log.exception("inventory: cannot compute the stock conditions (next change tries again)")
         if done.error is not None:
