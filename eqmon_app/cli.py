@@ -461,6 +461,8 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts")
             for step in site.scenario:
                 print(f"  scenario: at {step.at:g} s, {step.fault} on {step.device} {step.param_values()}")
+            if site.inventory is not None:
+                print(f"  stock                  eqmon inventory status --config {args.config} --data-dir {data_dir}")
             print(f"  alert delays are shortened {DEMO_DELAY_SCALE:g}× for the demo (60 min → 30 s)")
             print("Ctrl-C stops everything.", flush=True)
             await stop.wait()

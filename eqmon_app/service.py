@@ -40,6 +40,7 @@ from eqmon.bus import Bus
 from eqmon.config import DEFAULT_NOTIFICATIONS, MqttBroker, Site
 from eqmon.db.repos import AuditLog, OutboxRepo, SilenceRepo, queue_notifications
 from eqmon.domain import Alert, Reading
+from inventory.setup import apply_site_inventory
 
 from .metrics import SelfMetrics
 from .shelves import ShelfConsumer, has_shelf_bins
@@ -93,6 +94,14 @@ class Service:
         try:
             db.upgrade(self.db)
             import_legacy_alerts(self.db, data_dir)
+            # The site file's inventory (items, locations, bins) into the catalog tables:
+            # idempotent; what the file no longer declares is kept with its stock history.
+            if site.inventory is not None:
+                changes = apply_site_inventory(self.db, site.inventory)
+                if changes.changed_anything:
+                    log.info("%s", changes.summary())
+                for line in changes.kept_lines() + changes.notes:
+                    log.warning("%s", line)
         except BaseException:
             self.db.dispose()
             raise

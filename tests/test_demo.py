@@ -75,6 +75,17 @@ def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -
         fridge = next(d for d in get(f"{base}/api/v1/devices") if d["id"] == "fridge-1")  # type: ignore[union-attr]
         assert fridge["open_alerts"] == [{"id": alerts[0]["id"], "severity": "critical", "metric": "temperature_c"}]
 
+        # the scenario's busy round leaves 120 gloves (reorder point 150): one low-stock notice
+        # from the shelf's weight, resolved by the restock at 50 s
+        stock: list[dict] = []  # type: ignore[type-arg]
+        while time.monotonic() - started < 90 and not any(a["state"] == "resolved" for a in stock):
+            stock = [a for a in get(f"{base}/api/v1/alerts") if a["rule_id"] == "stock-level"]  # type: ignore[union-attr]
+            time.sleep(1)
+        assert len(stock) == 1, stock
+        assert stock[0]["message"].startswith(
+            "INFO Ward 4B supply room / Shelf A / A1: exam gloves M 120 left (min 50, par 500)"), stock
+        assert "bring 4 packs of 100" in stock[0]["message"] and stock[0]["state"] == "resolved", stock
+
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -86,6 +97,7 @@ def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -
     docs = [json.loads(line) for line in (tmp_path / "data" / "webhook.jsonl").read_text().splitlines()]
     assert any(d["schema"] == "eqmon.alert.v1" and d["alert"]["device_id"] == "fridge-1" for d in docs), docs
     assert "dashboard" in out and "stopped cleanly" in out
+    assert "eqmon inventory status --config" in out, out
     assert "Traceback" not in out, out
     # Nothing is left listening.
     assert all(port_free(p) for p in [api_port, *modbus_ports])
