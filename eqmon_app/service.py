@@ -43,9 +43,11 @@ from eqmon.domain import Alert, Reading
 from inventory.setup import apply_site_inventory
 
 from .metrics import SelfMetrics
-from .shelves import ShelfConsumer, has_shelf_bins
+from .shelves import ShelfConsumer, StockConditions, has_shelf_bins
 
 log = logging.getLogger("eqmon")
+
+STOCK_REVIEW_S = 60.0  # every bin's stock condition is reviewed this often (and on each shelf change)
 
 
 class _Server(uvicorn.Server):
@@ -218,6 +220,9 @@ class Service:
         self.bus.subscribe_status("alert-engine", self.engine.on_status)
         # The inventory: shelf readings -> counts in the ledger (a worker thread) -> stock and
         # recalibrate conditions -> the engine (on the loop); only when a bin has a shelf.
+        # Every bin's stock condition is reviewed every STOCK_REVIEW_S as well (housekeeping).
+        self.stock_review = StockConditions(self.db, site.site.timezone) if site.inventory is not None else None
+        self._last_stock_review = 0.0
         self.shelves: ShelfConsumer | None = None
         if has_shelf_bins(self.db):
             names = {d.id: f"{d.display_name} ({d.location})" if d.location else d.display_name for d in site.devices}
@@ -411,12 +416,27 @@ class Service:
                 oldest_age=self.spool.oldest_age(now),
             )
             self.links.check_links(now, self._link_facts())
+            if self.stock_review is not None and now - self._last_stock_review >= STOCK_REVIEW_S:
+                await self._review_stock(now)
             interval = self.site.telemetry.self_metrics_interval
             if interval > 0 and now - self._last_self_metrics >= interval:
                 try:
                     await self._write_self_metrics(now)
                 except SpoolFull:
                     pass  # counted by the spool; the next interval tries again
+
+    async def _review_stock(self, now: float) -> None:
+        """Every bin's stock condition to the engine (read in a worker thread, applied here on
+        the loop): raised, updated (the predicted stock-out nears) or resolved (a receipt)."""
+        self._last_stock_review = now
+        assert self.stock_review is not None
+        try:
+            conditions = await asyncio.to_thread(self.stock_review.every_bin, now)
+        except Exception:  # the database is away: the next review tries again
+            log.exception("inventory: cannot review the stock levels; trying again in %g s", STOCK_REVIEW_S)
+            return
+        for c in conditions:
+            self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=now)
 
     def refresh_silences(self) -> None:
         """Hand the engine the silences and maintenance windows as stored now (on the loop:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select
 
 from alerts.engine import AlertEngine
-from eqmon.db.schema import inventory_bins
+from eqmon.db.schema import inventory_bins, inventory_on_hand
 from eqmon.domain import Reading, Severity
 from inventory.feed import RECALIBRATE_KEY, STABLE_METRIC, WEIGHT_METRIC, Recalibrate, ShelfFeed
 from inventory.ledger import ShelfReading
@@ -68,6 +68,18 @@ class StockConditions:
 
     def __init__(self, db: Engine, tz: str) -> None:
         self.db, self.tz = db, tz
+
+    def every_bin(self, now: float) -> list[Condition]:
+        """The conditions of every bin of the catalog: the periodic review (a stock-out
+        predicted within the lead time comes nearer with time alone; a receipt or a count made
+        with `eqmon inventory` changes a bin no shelf weighs)."""
+        with self.db.connect() as conn:  # bins never counted: their stock is unknown, not 0
+            known = set(conn.execute(select(inventory_on_hand.c.item_id, inventory_on_hand.c.location_id)).tuples())
+        statuses = [st for st in bin_statuses(self.db, now=now) if (st.item_id, st.location_id) in known]
+        return [
+            Condition(c.subject, c.key, c.active, c.text, Severity(c.severity))
+            for c in stock_conditions(statuses, now=now, tz=self.tz)
+        ]
 
     def __call__(self, bins: Iterable[tuple[int, int]], now: float) -> list[Condition]:
         """The conditions of ``bins`` ((item, location) pairs), read location by location."""
