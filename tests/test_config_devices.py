@@ -32,7 +32,7 @@ def test_mqtt_address_and_units_from_its_topic() -> None:
     shelf = site.device("shelf-gloves")
     assert isinstance(shelf, MqttDevice)
     assert shelf.address == "eqmon/ward4b/shelf/shelf-gloves/state"
-    assert shelf.metric_units() == {"weight_g": "g", "count": "pcs"}
+    assert shelf.metric_units() == {"weight_g": "g", "count": "pcs", "stable": ""}  # stable: no unit
     fridge = site.device("fridge-1")
     assert fridge.address == "127.0.0.1:15021/1"
     assert fridge.metric_units()["temperature_c"] == "°C"
