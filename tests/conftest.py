@@ -112,6 +112,20 @@ def state_db(request, tmp_path):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def engine(state_db):
+    """The state database of ``state_db``, migrated to the newest schema (SQLAlchemy engine)."""
+    from eqmon import db
+    from eqmon.db.engine import create
+
+    e = create(state_db)
+    try:
+        db.upgrade(e)
+        yield e
+    finally:
+        e.dispose()
+
+
 @pytest.fixture(scope="session")
 def machine_postgres_dsn() -> str:
     return servers.machine_postgres_dsn()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import string
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ from inventory.setup import apply_site_inventory
 from tests.sitefiles import EXAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def engine(state_db: str) -> Iterator[Engine]:
-    e = create(state_db)
-    try:
-        db.upgrade(e)
-        yield e
-    finally:
-        e.dispose()
 
 
 @pytest.fixture(scope="module")

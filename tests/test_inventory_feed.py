@@ -6,14 +6,11 @@ a drifting scale -> a recalibrate condition and no phantom stock."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import Engine
 
-from eqmon import db
-from eqmon.db.engine import create
 from eqmon.domain import Quality, Reading
 from inventory.catalog import Catalog
 from inventory.feed import Recalibrate, ShelfFeed
@@ -24,16 +21,6 @@ GLOVE = 5.6  # g
 GLOVE_TARE = 410.0
 SHEET = 720.0
 SHEET_TARE = 1500.0
-
-
-@pytest.fixture
-def engine(state_db: str) -> Iterator[Engine]:
-    e = create(state_db)
-    try:
-        db.upgrade(e)
-        yield e
-    finally:
-        e.dispose()
 
 
 @dataclass

@@ -6,7 +6,6 @@ write nothing, ``verify()``; the ledger invariant under generated sequences of t
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -16,22 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, func, select, text, update
 
-from eqmon import db
-from eqmon.db.engine import create
 from eqmon.db.schema import inventory_ledger, inventory_on_hand
 from inventory.catalog import Catalog
 from inventory.errors import IdempotencyConflict, InsufficientStock, InventoryError
 from inventory.ledger import Applied, Ledger, Mismatch
-
-
-@pytest.fixture
-def engine(state_db: str) -> Iterator[Engine]:
-    e = create(state_db)
-    try:
-        db.upgrade(e)
-        yield e
-    finally:
-        e.dispose()
 
 
 @dataclass

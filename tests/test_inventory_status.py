@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from sqlalchemy import Engine, select
 
 from eqmon import db
 from eqmon.db import migrate
-from eqmon.db.engine import create
 from eqmon.db.schema import inventory_on_hand
 from eqmon.domain import Severity
 from eqmon_app.cli import main
@@ -34,16 +32,6 @@ from tests.sitefiles import example_on_free_ports
 H = 3600.0
 DAY = 86_400.0
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
-
-
-@pytest.fixture
-def engine(state_db: str) -> Iterator[Engine]:
-    e = create(state_db)
-    try:
-        db.upgrade(e)
-        yield e
-    finally:
-        e.dispose()
 
 
 @dataclass
