@@ -15,6 +15,17 @@ fresh SQLite file, or with ``--postgres URL`` on a throwaway database created on
 * ``pick_list(bin_statuses())`` for all bins          target < 300 ms
 * ``Ledger.shelf_count`` one reading a transaction, and ``Ledger.shelf_counts`` in batches of
   ``--batch``: readings/s                              target >= 50,000
+* the shelf feed: weight readings through ``ShelfFeed.absorb`` (the production class, as
+  eqmon_app/shelves.py's worker uses it: ``refresh`` from the catalog, then batches of
+  ``--feed-batch``), every bin weighed by a shelf, readings/s   target >= 50,000
+
+  - ``mix``: one reading in ``--change-every`` (10) changes its bin's count (a piece taken),
+    the others are heartbeats (the weight unchanged). Why 1 in 10: a simulated shelf
+    (simulators/shelves.py) publishes a heartbeat every 30 s (120 an hour) and a change once
+    it held; the example site's busiest bins (gloves, masks: 40 and 25 used an hour, × 1.6 by
+    day, taken 2.5 to 4 at a time) are taken from about 16 times an hour by day, each take
+    adding ~3 unstable messages: ~16 changes in ~185 messages, 1 in 11; a bed-sheet bin, 1 in 30.
+  - ``worst``: every reading changes its bin's count (each one a ledger row).
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ from eqmon.db.schema import (  # noqa: E402
     inventory_locations,
     inventory_on_hand,
 )
+from eqmon.domain import Reading  # noqa: E402
+from inventory.feed import WEIGHT_METRIC, ShelfFeed  # noqa: E402
 from inventory.ledger import Ledger, ShelfReading  # noqa: E402
 from inventory.picklist import pick_list  # noqa: E402
 from inventory.status import bin_statuses  # noqa: E402
@@ -51,8 +64,13 @@ from inventory.usage import add_use, is_use  # noqa: E402
 NOW = 1_767_225_600.0  # the benchmark's "now"
 SPAN = 30 * 86_400.0
 FLOORS, SHELVES = 4, 10
+TARE_G = 400.0
 LEDGER_COLUMNS = ("id", "ts", "item_id", "location_id", "kind", "delta", "balance", "counted", "who", "why",
                   "idempotency_key", "leg")  # fmt: skip
+
+
+def unit_weight(item_id: int) -> float:
+    return 5.0 + 10.0 * (item_id % 8)  # 5 to 75 g a piece
 
 
 def fill(engine: Engine, rooms: int, items: int, rows_per_bin: int) -> dict[str, Any]:
@@ -72,7 +90,8 @@ def fill(engine: Engine, rooms: int, items: int, rows_per_bin: int) -> dict[str,
             nid += 1
     per_shelf = -(-items // SHELVES)
     item_rows = [{"id": i + 1, "sku": f"SKU-{i:04d}", "name": f"item {i:04d}", "unit": "each",
-                  "pack_size": (1, 10, 50, 100)[i % 4], "critical": i % 10 == 0} for i in range(items)]  # fmt: skip
+                  "pack_size": (1, 10, 50, 100)[i % 4], "critical": i % 10 == 0,
+                  "unit_weight_g": unit_weight(i + 1)} for i in range(items)]  # fmt: skip
     bins, bin_rows, on_hand = [], [], []
     ledger: list[tuple[Any, ...]] = []
     n = 0
@@ -84,7 +103,8 @@ def fill(engine: Engine, rooms: int, items: int, rows_per_bin: int) -> dict[str,
             par = 100 + 20 * (i % 20)
             bins.append((item, loc))
             bin_rows.append({"item_id": item, "location_id": loc, "min_qty": par // 10, "reorder_point": par // 4,
-                             "par": par, "reorder_qty": par // 2, "lead_time_s": 8 * 3600.0})  # fmt: skip
+                             "par": par, "reorder_qty": par // 2, "lead_time_s": 8 * 3600.0,
+                             "tare_g": TARE_G, "shelf_device_id": f"shelf-{len(bins)}"})  # fmt: skip
             balance, use, use_at, first = 0, 0.0, None, NOW - SPAN
             for k in range(rows_per_bin):
                 ts = NOW - SPAN + k * step
@@ -158,6 +178,54 @@ def shelf_rate(ledger: Ledger, bins: list[tuple[int, int]], count: int, batch: i
     return statistics.median(rates)
 
 
+class FeedRun:
+    """Readings of every catalog shelf through one ``ShelfFeed``, as the service's worker does:
+    ``refresh`` (the catalog: which shelf weighs which bin, their on-hand), then ``absorb`` of
+    batches. Each pass, every shelf publishes once, 30 s after its previous reading (a heartbeat
+    period, so nothing is taken for a wobble); a change takes one piece (a restock to 100
+    pieces when the bin is empty)."""
+
+    def __init__(self, engine: Engine, start: float) -> None:
+        self.feed = ShelfFeed(engine, clock=lambda: NOW)
+        self.feed.refresh()
+        self.shelves = sorted(self.feed.devices)
+        self.count = {d: self.feed._shelves[d].count or 0 for d in self.shelves}  # noqa: SLF001 - the bench's own view
+        self.ts = start
+        self.n = 0
+        self.absorb([self.pass_(change_every=0)])  # the first readings since start: each shelf's base weight
+
+    def pass_(self, change_every: int) -> list[Reading]:
+        self.ts += 30.0
+        out = []
+        for k, dev in enumerate(self.shelves):
+            self.n += 1
+            if change_every and self.n % change_every == 0:
+                self.count[dev] = self.count[dev] - 1 if self.count[dev] > 0 else 100
+            sb = self.feed.bin_of(dev)
+            assert sb is not None
+            out.append(Reading(dev, WEIGHT_METRIC, sb.tare_g + self.count[dev] * sb.unit_weight_g, self.ts + k * 1e-4))
+        return out
+
+    def absorb(self, passes: list[list[Reading]], batch: int = 2000) -> int:
+        written = 0
+        readings = [r for p in passes for r in p]
+        for n in range(0, len(readings), batch):
+            written += self.feed.absorb(readings[n : n + batch]).applied.written
+        return written
+
+    def rate(self, change_every: int, count: int, batch: int, rounds: int) -> tuple[float, int]:
+        """Median readings/s of ``rounds`` runs of ``count`` readings (whole passes), and the
+        ledger rows written in all."""
+        rates, written = [], 0
+        for _ in range(rounds):
+            passes = [self.pass_(change_every) for _ in range(max(1, count // len(self.shelves)))]
+            n = sum(map(len, passes))
+            t = time.perf_counter()
+            written += self.absorb(passes, batch)
+            rates.append(n / (time.perf_counter() - t))
+        return statistics.median(rates), written
+
+
 @contextmanager
 def database(postgres: str | None) -> Iterator[str]:
     if postgres is None:
@@ -187,6 +255,9 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=2000, help="shelf readings one by one, per round")
     ap.add_argument("--batch-readings", type=int, default=50_000, help="shelf readings in batches, per round")
     ap.add_argument("--batch", type=int, default=1000, help="readings per Ledger.shelf_counts call")
+    ap.add_argument("--feed-readings", type=int, default=50_000, help="readings through the shelf feed, per round")
+    ap.add_argument("--feed-batch", type=int, default=2000, help="readings per ShelfFeed.absorb call")
+    ap.add_argument("--change-every", type=int, default=10, help="the mix: one reading in N changes its bin")
     ap.add_argument("--postgres", metavar="URL", default=None, help="a PostgreSQL server (a throwaway database is made on it)")
     args = ap.parse_args()
     with database(args.postgres) as url:
@@ -211,6 +282,11 @@ def main() -> None:
             print(f"  Ledger.shelf_count, one a transaction:  {one:9,.0f} readings/s (median of {rounds} × {args.readings})")
             many = shelf_rate(ledger, built["bins"], args.batch_readings, args.batch, "batch", rounds)
             print(f"  Ledger.shelf_counts, {args.batch} a call:     {many:9,.0f} readings/s (median of {rounds} × {args.batch_readings}; target >= 50,000)")
+            run = FeedRun(engine, start=NOW + 10_000_000)
+            for name, every in ((f"mix 1 in {args.change_every}", args.change_every), ("worst, all change", 1)):
+                rate, written = run.rate(every, args.feed_readings, args.feed_batch, rounds)
+                print(f"  ShelfFeed.absorb, {name:18} {rate:9,.0f} readings/s (median of {rounds} × "
+                      f"{args.feed_readings}, {args.feed_batch} a batch; {written} rows written; target >= 50,000)")  # fmt: skip
             bad = ledger.verify()
             print(f"  Ledger.verify() after: {len(bad)} bins disagree")
         finally:
