@@ -146,6 +146,7 @@ class ShelfFeed:
         self.recal_clear_s = recal_clear_s
         self.names = dict(names or {})  # device id -> how to name it in a condition's text
         self._shelves: dict[str, _Shelf] = {}
+        self._by_bin: dict[tuple[int, int], _Shelf] = {}  # (item, location) -> its shelf
         self._recal: list[Recalibrate] = []
         # Counters (self-metrics): readings judged, anomalies per (reason, device), …
         self.readings = 0
@@ -187,11 +188,15 @@ class ShelfFeed:
                 shelves[dev] = old
             else:
                 shelves[dev] = _Shelf(sb, count=quantity)
+        self._set_shelves(shelves)
+
+    def _set_shelves(self, shelves: dict[str, _Shelf]) -> None:
         self._shelves = shelves
+        self._by_bin = {(s.bin.item_id, s.bin.location_id): s for s in shelves.values()}
 
     def set_bins(self, bins: Iterable[tuple[ShelfBin, int | None]]) -> None:
         """The shelves and their bins' on-hand given directly (tests, benchmarks)."""
-        self._shelves = {sb.device_id: _Shelf(sb, count=q) for sb, q in bins}
+        self._set_shelves({sb.device_id: _Shelf(sb, count=q) for sb, q in bins})
 
     @property
     def devices(self) -> frozenset[str]:
@@ -263,9 +268,8 @@ class ShelfFeed:
         self.applied += written
         for b in stale - balances.keys():  # rare (a restart, a late message): read what is there
             balances[b] = self.ledger.on_hand(*b)
-        by_bin = {(s.bin.item_id, s.bin.location_id): s for s in self._shelves.values()}
         for b, quantity in balances.items():
-            s = by_bin.get(b)
+            s = self._by_bin.get(b)
             if s is not None:
                 s.count = quantity
                 if b in stale and b not in changed:

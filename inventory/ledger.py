@@ -310,12 +310,38 @@ class Ledger:
 
 # -- many shelf readings in one transaction -----------------------------------------------------
 
-# The hot statements go to the driver as text with its own executemany: SQLAlchemy's per-row
-# and per-IN-value parameter handling cost more than the database's work (docs/performance.md,
-# "Inventory"). Identifiers and placeholders only; every value is a parameter.
+# The hot statements go to the driver as text with its own executemany, and their rows are
+# fetched from the driver's cursor: SQLAlchemy's per-row and per-IN-value parameter handling
+# and its row objects cost more than the database's work (docs/performance.md, "Inventory").
+# Identifiers and placeholders only; every value is a parameter (on PostgreSQL a column of values
+# is one array parameter, written as its text literal by ``_pg_array``).
 _SHELF_COLUMNS = ("id", "ts", "item_id", "location_id", "kind", "delta", "balance", "counted", "who", "why",
                   "idempotency_key", "leg")  # fmt: skip
 _CHUNK = 1000  # values in one IN (…)
+
+
+def _fetch(conn: Connection, sql: str, params: Any) -> list[Any]:
+    """The rows of ``sql`` as the driver's tuples (errors are raised by ``execute``, wrapped
+    as SQLAlchemy's, so the callers' retries see them)."""
+    res = conn.exec_driver_sql(sql, params)
+    try:
+        return list(res.cursor.fetchall())
+    finally:
+        res.close()
+
+
+def _pg_array(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal of ints, floats (None: NULL) or strings: one parameter for a
+    column of values (psycopg dumps a list element by element in Python, ~1.5 µs each)."""
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append("NULL")
+        elif isinstance(v, str):
+            parts.append('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        else:
+            parts.append(repr(v))  # int, float (repr round-trips; PostgreSQL reads nan, inf)
+    return "{" + ",".join(parts) + "}"
 
 
 def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bool = False) -> list[Applied]:
@@ -325,14 +351,6 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bo
     def marks(n: int) -> str:
         return ", ".join([mark] * n)
 
-    items = {r.item_id for r in reqs}
-    places = {r.legs[0].location_id for r in reqs}
-    known_items = set(conn.execute(select(inventory_items.c.id).where(inventory_items.c.id.in_(items))).scalars())
-    known_places = set(conn.execute(select(inventory_locations.c.id).where(inventory_locations.c.id.in_(places))).scalars())
-    if items - known_items or places - known_places:
-        what = [f"item {i}" for i in sorted(items - known_items)] + [f"location {p}" for p in sorted(places - known_places)]
-        raise InventoryError(f"shelf readings: no {', '.join(what)}")
-
     def lock(bins: list[tuple[int, int]]) -> dict[tuple[int, int], list[Any]]:
         """The existing on-hand rows of ``bins``, locked in (item, location) order."""
         out = {}
@@ -340,7 +358,7 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bo
         if pg:  # one statement, the bins as two arrays
             sql = (f"{cols} WHERE (item_id, location_id) IN (SELECT * FROM unnest(%s::integer[], %s::integer[])) "
                    "ORDER BY item_id, location_id FOR UPDATE")  # fmt: skip
-            parts: list[tuple[str, Any]] = [(sql, ([b[0] for b in bins], [b[1] for b in bins]))]
+            parts: list[tuple[str, Any]] = [(sql, (_pg_array([b[0] for b in bins]), _pg_array([b[1] for b in bins])))]
         else:
             parts = [
                 (f"{cols} WHERE (item_id, location_id) IN ({', '.join(['(?, ?)'] * len(part))})",
@@ -348,7 +366,7 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bo
                 for part in (bins[n : n + _CHUNK] for n in range(0, len(bins), _CHUNK))
             ]  # fmt: skip
         for sql, params in parts:
-            for row in conn.exec_driver_sql(sql, params):
+            for row in _fetch(conn, sql, params):
                 out[(row[0], row[1])] = list(row[2:])
         return out
 
@@ -356,6 +374,15 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bo
     state = lock(bins)  # bin -> [quantity, use_decayed, use_at, first_at, updated_at]
     missing = [b for b in bins if b not in state]
     if missing:
+        # A bin's first row. (A bin with an on-hand row has its item and location: the on-hand
+        # row's foreign keys; no on-hand row is ever deleted.)
+        items = {b[0] for b in missing}
+        places = {b[1] for b in missing}
+        known_items = set(conn.execute(select(inventory_items.c.id).where(inventory_items.c.id.in_(items))).scalars())
+        known_places = set(conn.execute(select(inventory_locations.c.id).where(inventory_locations.c.id.in_(places))).scalars())
+        if items - known_items or places - known_places:
+            what = [f"item {i}" for i in sorted(items - known_items)] + [f"location {p}" for p in sorted(places - known_places)]
+            raise InventoryError(f"shelf readings: no {', '.join(what)}")
         ins: Any = pg_insert if pg else sqlite_insert
         first: dict[tuple[int, int], float] = {}
         for r in reqs:
@@ -374,8 +401,8 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bo
     for n in range(0, len(keys), _CHUNK):
         part = keys[n : n + _CHUNK]
         sql = f"SELECT {cols} FROM inventory_ledger WHERE idempotency_key "
-        sql += "= ANY(%s) ORDER BY leg" if pg else f"IN ({marks(len(part))}) ORDER BY leg"
-        for row in conn.exec_driver_sql(sql, (part,) if pg else tuple(part)):
+        sql += "= ANY(%s::varchar[]) ORDER BY leg" if pg else f"IN ({marks(len(part))}) ORDER BY leg"
+        for row in _fetch(conn, sql, (_pg_array(part),) if pg else tuple(part)):
             e = Entry(*row)
             done[e.idempotency_key] = done.get(e.idempotency_key, ()) + (e,)
     results: list[Applied | tuple[str, bool]] = []  # a replay of an earlier batch, or (key, replayed)
@@ -409,11 +436,13 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bo
         results.append((req.key, False))
     entries: dict[str, Entry] = {}
     if rows:
-        # Ids taken up front (the insert is then a plain executemany, no RETURNING per row):
-        # from the sequence on PostgreSQL; on SQLite this transaction is the only writer.
+        # Ids taken up front, ascending in the batch's order (the insert is then a plain
+        # executemany, no RETURNING per row): from the sequence on PostgreSQL (one row: the ids
+        # as text); on SQLite this transaction is the only writer.
         if pg:
-            q = f"SELECT nextval(pg_get_serial_sequence('inventory_ledger', 'id')) FROM generate_series(1, {len(rows)})"
-            ids = [r[0] for r in conn.exec_driver_sql(q)]
+            q = ("SELECT string_agg(v::text, ',' ORDER BY v) FROM (SELECT nextval(pg_get_serial_sequence("
+                 f"'inventory_ledger', 'id')) AS v FROM generate_series(1, {len(rows)})) AS s")  # fmt: skip
+            ids = [int(v) for v in _fetch(conn, q, ())[0][0].split(",")]
         else:
             top = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM inventory_ledger").scalar_one()
             ids = list(range(top + 1, top + 1 + len(rows)))
@@ -426,14 +455,14 @@ def _apply_shelf_batch(conn: Connection, reqs: list[_Request], *, newer_only: bo
                 f"INSERT INTO inventory_ledger ({', '.join(_SHELF_COLUMNS)}) SELECT * FROM unnest("
                 "%s::bigint[], %s::float8[], %s::integer[], %s::integer[], %s::varchar[], %s::integer[], "
                 "%s::integer[], %s::integer[], %s::text[], %s::text[], %s::varchar[], %s::integer[])",
-                tuple(list(col) for col in zip(*new, strict=True)),
+                tuple(_pg_array(col) for col in zip(*new, strict=True)),
             )
             conn.exec_driver_sql(
                 "UPDATE inventory_on_hand AS o SET quantity = v.q, updated_at = v.ts, use_decayed = v.u, "
                 "use_at = v.ua, first_at = v.f FROM unnest(%s::integer[], %s::float8[], %s::float8[], "
                 "%s::float8[], %s::float8[], %s::integer[], %s::integer[]) AS v(q, ts, u, ua, f, i, l) "
                 "WHERE o.item_id = v.i AND o.location_id = v.l",
-                tuple(list(col) for col in zip(*on_hand, strict=True)),
+                tuple(_pg_array(col) for col in zip(*on_hand, strict=True)),
             )
         else:
             conn.exec_driver_sql(
