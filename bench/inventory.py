@@ -185,9 +185,14 @@ class FeedRun:
     period, so nothing is taken for a wobble); a change takes one piece (a restock to 100
     pieces when the bin is empty)."""
 
-    def __init__(self, engine: Engine, start: float) -> None:
-        self.feed = ShelfFeed(engine, clock=lambda: NOW)
+    def __init__(self, engine: Engine, start: float, feed: Any = ShelfFeed, part: tuple[int, int] = (0, 1)) -> None:
+        """``part`` (k, n): only every n-th shelf from the k-th (bench/inventory_ab.py: one feed
+        per variant, each the only writer of its bins)."""
+        self.feed = feed(engine, clock=lambda: NOW)
         self.feed.refresh()
+        if part != (0, 1):
+            mine = sorted(self.feed.devices, key=lambda d: int(d.rsplit("-", 1)[1]))[part[0] :: part[1]]
+            self.feed.set_bins([(self.feed.bin_of(d), self.feed._shelves[d].count) for d in mine])  # noqa: SLF001
         self.shelves = sorted(self.feed.devices)
         self.count = {d: self.feed._shelves[d].count or 0 for d in self.shelves}  # noqa: SLF001 - the bench's own view
         self.ts = start
