@@ -227,8 +227,10 @@ inventory_ledger = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("ts", Double, nullable=False),
-    Column("item_id", Integer, ForeignKey("inventory_items.id", ondelete="RESTRICT"), nullable=False),
-    Column("location_id", Integer, ForeignKey("inventory_locations.id", ondelete="RESTRICT"), nullable=False),
+    # No foreign keys (migration 0005): the bin's on-hand row, created or locked in the row's
+    # transaction and never deleted, holds the item and the location with its own.
+    Column("item_id", Integer, nullable=False),
+    Column("location_id", Integer, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("delta", Integer, nullable=False),
     Column("balance", Integer, nullable=False),
@@ -245,9 +247,8 @@ inventory_ledger = Table(
         "(counted IS NULL) = (kind NOT IN ('count', 'shelf')) AND (counted IS NULL OR counted = balance)",
         name="counted",
     ),
-    # One bin's history, in order (and its sum).
+    # One bin's history, in order (and its sum). Nothing reads the ledger by time (0005).
     Index("ix_inventory_ledger_item_id_location_id_id", "item_id", "location_id", "id"),
-    Index("ix_inventory_ledger_ts", "ts"),
 )
 
 # On-hand per item and location, changed in the same transaction as the ledger rows (and the
