@@ -41,3 +41,15 @@ def example_on_free_ports(
 
 def site(data: dict[str, Any]) -> Site:
     return Site.model_validate(data)
+
+
+def modbus_site_file(tmp_path: Path, url: str) -> Path:
+    """The example's Modbus devices only (no inventory: its bins name the smart shelves dropped
+    here) on the state database ``url``, written to ``tmp_path/site.yaml`` for the CLI."""
+    data = example_on_free_ports()
+    data["devices"] = [d for d in data["devices"] if d["protocol"] == "modbus"]
+    data.pop("inventory")
+    data["database"] = {"url": url}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

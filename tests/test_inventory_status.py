@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import Engine, select
 
 from eqmon import db
@@ -27,7 +26,7 @@ from inventory.ledger import Ledger, ShelfReading
 from inventory.picklist import pick_list, render_csv, render_json
 from inventory.status import BinStatus, bin_statuses, level_of
 from inventory.stock_alerts import stock_conditions
-from tests.sitefiles import example_on_free_ports
+from tests.sitefiles import modbus_site_file
 
 H = 3600.0
 DAY = 86_400.0
@@ -384,16 +383,6 @@ def test_shelf_counts_all_or_nothing(site: Site) -> None:
 # -- the CLI -----------------------------------------------------------------------------------------
 
 
-def _site_file(tmp_path: Path, url: str) -> Path:
-    data = example_on_free_ports()
-    data["devices"] = [d for d in data["devices"] if d["protocol"] == "modbus"]
-    data.pop("inventory")  # its bins name the smart shelves dropped here
-    data["database"] = {"url": url}
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def test_cli_status_pick_list_and_verify(site: Site, state_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import time
 
@@ -402,7 +391,7 @@ def test_cli_status_pick_list_and_verify(site: Site, state_db: str, tmp_path: Pa
     for h in range(1, 10):
         site.issue(site.gloves, site.room, 45, now - 10 * H + h * H)  # 95 left
     site.receive(site.masks, site.shelf, 5, now - H)  # below min
-    cfg = str(_site_file(tmp_path, state_db))
+    cfg = str(modbus_site_file(tmp_path, state_db))
     common = ["--config", cfg, "--data-dir", str(tmp_path / "data")]
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -447,6 +436,6 @@ def test_cli_status_pick_list_and_verify(site: Site, state_db: str, tmp_path: Pa
 
 
 def test_cli_without_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = str(_site_file(tmp_path, f"sqlite:///{tmp_path / 'none.sqlite'}"))
+    cfg = str(modbus_site_file(tmp_path, f"sqlite:///{tmp_path / 'none.sqlite'}"))
     assert main(["--log-level", "error", "inventory", "status", "--config", cfg]) == 1
     assert "no state database" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, event, inspect, text
@@ -25,7 +24,7 @@ from eqmon.db.engine import create, database_url
 from eqmon.db.repos import AuditLog, OutboxRepo, SilenceRepo
 from eqmon.db.schema import metadata
 from eqmon.domain import Alert, AlertState, Severity
-from tests.sitefiles import example_on_free_ports
+from tests.sitefiles import modbus_site_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
@@ -98,16 +97,6 @@ def test_a_newer_schema_is_refused_and_left_alone(migrated: Engine) -> None:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0042_future"
 
 
-def _site_file(tmp_path: Path, url: str) -> Path:
-    data = example_on_free_ports()
-    data["devices"] = [d for d in data["devices"] if d["protocol"] == "modbus"]
-    data.pop("inventory")  # its bins name the smart shelves dropped here
-    data["database"] = {"url": url}
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         # --log-level error: the example site's warnings (logged at start-up) stay out of stderr
@@ -116,7 +105,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_db_commands_and_run_refusing_a_newer_schema(state_db: str, tmp_path: Path) -> None:
-    site = _site_file(tmp_path, state_db)
+    site = modbus_site_file(tmp_path, state_db)
     common = ["--config", str(site), "--data-dir", str(tmp_path / "data")]
     r = _cli("db", "current", *common)
     assert r.returncode == 0 and "empty" in r.stdout, r.stderr
