@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 from dashboard_api.state import MonitorState
 
 from . import errors
-from .routers import alerts, devices, health, silences, telemetry
+from .routers import alerts, auth, devices, health, silences, telemetry
 
 STATIC = Path(__file__).parent / "static"
 
@@ -25,6 +25,7 @@ def create_app(state: MonitorState) -> FastAPI:
     app = FastAPI(title="eqmon", version="0.1.0", summary="Equipment and supply monitoring")
     app.state.monitor = state
     errors.install(app)
+    app.include_router(auth.router)
     app.include_router(devices.router)
     app.include_router(alerts.router)
     app.include_router(silences.router)

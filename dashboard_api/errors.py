@@ -2,8 +2,10 @@
 
     {"error": {"code": "validation_error", "message": "query.limit: Input should be …", "field": "query.limit"}}
 
-Codes: ``validation_error`` (422), ``malformed_json`` and ``bad_request`` (400), ``not_found``
-(404), ``method_not_allowed`` (405), ``payload_too_large`` (413), ``not_implemented`` (501),
+Codes: ``validation_error`` (422), ``malformed_json`` and ``bad_request`` (400), ``unauthorized``
+(401), ``forbidden`` (403), ``not_found`` (404), ``method_not_allowed`` (405), ``conflict`` (409),
+``payload_too_large`` (413), ``too_many_requests`` (429), ``not_implemented`` (501),
+``unavailable`` (503),
 ``internal_error`` (500: a generic message; the details go to the log only), and ``http_<status>``
 for any other status. Error responses never echo request input as sent: anything taken from the
 request (a path parameter in a message, a field name) is cut to ``ECHO_MAX`` characters and
@@ -33,16 +35,26 @@ MAX_BODY_BYTES = 64 * 1024  # the largest request body: an acknowledgement is a 
 
 CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     422: "validation_error",
+    429: "too_many_requests",
     500: "internal_error",
     501: "not_implemented",
+    503: "unavailable",
 }
 
 # Documented on every operation (merged into each route's responses by the routers).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "No bearer token, or an unknown, expired or revoked one",
+    },
+    403: {"model": ErrorResponse, "description": "The caller's role lacks the scope this needs"},
     422: {"model": ErrorResponse, "description": "A parameter or the body is invalid"},
     500: {"model": ErrorResponse, "description": "Internal error (details in the service log)"},
 }

@@ -40,6 +40,8 @@ class MonitorState:
     silences: Any = None
     audit_log: Any = None
     silences_changed: Callable[[], None] = lambda: None
+    # users, tokens and logins (dashboard_api/auth.py Authenticator); None: no logins possible
+    auth: Any = None
 
     def audit(self, action: str, subject: str, detail: dict[str, Any], actor: str) -> None:
         if self.audit_log is not None:

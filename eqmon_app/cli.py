@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -196,6 +197,147 @@ def cmd_db(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """``eqmon user add NAME --role ROLE``: a user who can log in to the API and the dashboard
+    (prints the password made for it, unless ``--password-stdin``); ``list``; ``token NAME``: a
+    new API token for it (printed once); ``disable NAME``; ``revoke TOKEN_ID``. Exit 1 when the
+    user exists or is missing, 2 for a bad site file."""
+    from dashboard_api.auth import Authenticator, hash_password, new_password
+    from eqmon import db
+    from eqmon.db.repos import AuditLog, UserExists, UserRepo
+
+    cfg = _load(args.config).database if args.config else Database()
+    try:
+        engine = db.open_engine(cfg, Path(args.data_dir))
+    except ValueError as exc:  # password_env not set
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        db.upgrade(engine)
+        auth = Authenticator(UserRepo(engine))
+        audit = AuditLog(engine)
+        actor = f"cli:{getpass.getuser()}"
+        if args.user_command == "add":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else new_password()
+            if len(password) < 12:
+                print(
+                    "eqmon user add: the password must have at least 12 characters", file=sys.stderr
+                )
+                return 1
+            try:
+                user = auth.add_user(args.name, args.role, password)
+            except UserExists as exc:
+                print(f"eqmon user add: {exc}", file=sys.stderr)
+                return 1
+            audit.add(
+                actor=actor,
+                action="user.create",
+                subject=f"user:{user.name}",
+                detail={"role": user.role},
+            )
+            print(
+                f"user {user.name} ({user.role}) added"
+                + ("" if args.password_stdin else f"; password: {password}")
+            )
+        elif args.user_command == "list":
+            for u in auth.users.all():
+                print(f"{u.name}\t{u.role}" + ("\tdisabled" if u.disabled else ""))
+        elif args.user_command == "token":
+            found = auth.users.get(args.name)
+            if found is None:
+                print(f"eqmon user token: no user {args.name!r}", file=sys.stderr)
+                return 1
+            ttl = None if args.days is None else args.days * 86400
+            token, record = auth.issue(found, "api", label=args.label, ttl=ttl)
+            audit.add(
+                actor=actor,
+                action="token.create",
+                subject=f"user:{found.name}",
+                detail={"token_id": record.id, "label": args.label},
+            )
+            print(f"token {record.id} for {found.name} ({found.role}): {token}")
+        elif args.user_command == "disable":
+            if auth.users.update(args.name, disabled=True) is None:
+                print(f"eqmon user disable: no user {args.name!r}", file=sys.stderr)
+                return 1
+            audit.add(
+                actor=actor,
+                action="user.change",
+                subject=f"user:{args.name}",
+                detail={"disabled": True},
+            )
+            print(f"user {args.name} disabled")
+        elif args.user_command == "password":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else new_password()
+            if auth.users.update(args.name, password_hash=hash_password(password)) is None:
+                print(f"eqmon user password: no user {args.name!r}", file=sys.stderr)
+                return 1
+            audit.add(
+                actor=actor,
+                action="user.change",
+                subject=f"user:{args.name}",
+                detail={"password": "changed"},
+            )
+            print(
+                f"user {args.name}: password changed"
+                + ("" if args.password_stdin else f"; password: {password}")
+            )
+        else:  # revoke
+            if not auth.revoke(args.token_id):
+                print(f"eqmon user revoke: no unrevoked token {args.token_id!r}", file=sys.stderr)
+                return 1
+            audit.add(actor=actor, action="token.revoke", subject=f"token:{args.token_id}")
+            print(f"token {args.token_id} revoked")
+    except db.StateDatabaseError as exc:
+        print(f"eqmon user {args.user_command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _user_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "user",
+        help="users of the API and dashboard (state database): add, list, token, disable, password, revoke",
+    )
+    usub = p.add_subparsers(dest="user_command", required=True)
+    roles = ("coordinator", "supply", "viewer", "admin")
+    q = usub.add_parser("add", help="add a user with a role; prints the password made for it")
+    q.add_argument("name")
+    q.add_argument("--role", required=True, choices=roles)
+    q.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password (12+ characters) from stdin",
+    )
+    usub.add_parser("list", help="users and their roles")
+    q = usub.add_parser(
+        "token", help="a new API token for a user (machines: Prometheus, scripts); printed once"
+    )
+    q.add_argument("name")
+    q.add_argument("--label", default="", help="what it is for")
+    q.add_argument(
+        "--days", type=float, default=None, help="valid for DAYS (default: until revoked)"
+    )
+    q = usub.add_parser("disable", help="the user can no longer log in; its tokens stop working")
+    q.add_argument("name")
+    q = usub.add_parser(
+        "password", help="set a new password (made for it and printed, or --password-stdin)"
+    )
+    q.add_argument("name")
+    q.add_argument("--password-stdin", action="store_true")
+    q = usub.add_parser("revoke", help="revoke an API or session token by its id")
+    q.add_argument("token_id")
+    for q in usub.choices.values():
+        q.add_argument(
+            "--config",
+            default=None,
+            help="site file (its `database:`); default: SQLite in the data directory",
+        )
+        q.add_argument("--data-dir", default="data")
 
 
 REPORT_VOLUME_DAYS = 7
@@ -448,6 +590,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 site = site.model_copy(update={"notifications": _demo_notifications(receiver.url)})
             service = Service(site, data_dir=data_dir, mqtt=mqtt, api_port=args.port, delay_scale=DEMO_DELAY_SCALE)
             await service.start()
+            logins = _demo_users(service)
             print(f"eqmon demo — {site.site.name} ({args.config})")
             if broker is not None:
                 print(f"  embedded MQTT broker   mqtt://127.0.0.1:{broker.port}")
@@ -458,7 +601,11 @@ async def _demo(args: argparse.Namespace) -> int:
             if receiver is not None:
                 print(f"  notifications          log lines, and webhook {receiver.url} -> {data_dir / 'webhook.jsonl'}")
             print(f"  dashboard              {service.api_url}/")
-            print(f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts")
+            for name, role, password in logins:
+                print(f"  login {role:<12}     user {name:<12} password {password}")
+            print(
+                f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts"
+            )
             for step in site.scenario:
                 print(f"  scenario: at {step.at:g} s, {step.fault} on {step.device} {step.param_values()}")
             if site.inventory is not None:
@@ -477,6 +624,27 @@ async def _demo(args: argparse.Namespace) -> int:
                 await broker.stop()
     print("stopped cleanly", flush=True)
     return 0
+
+
+DEMO_USERS = (
+    ("coordinator", "coordinator"),
+    ("supply", "supply"),
+    ("viewer", "viewer"),
+    ("admin", "admin"),
+)
+
+
+def _demo_users(service: Any) -> list[tuple[str, str, str]]:
+    """One user per role for the demo, each with a new random password (printed): (name, role,
+    password)."""
+    from dashboard_api.auth import new_password
+
+    out = []
+    for name, role in DEMO_USERS:
+        password = new_password()
+        service.state.auth.add_user(name, role, password)
+        out.append((name, role, password))
+    return out
 
 
 def _demo_notifications(webhook_url: str) -> Notifications:
@@ -648,6 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--data-dir", default="data")
 
     _inventory_csv_parsers(_inventory_parsers(sub))
+    _user_parsers(sub)
 
     args = parser.parse_args(argv)
     if args.command == "check-config":
@@ -657,6 +826,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_db(args)
     if args.command == "report":
         return cmd_report(args)
+    if args.command == "user":
+        return cmd_user(args)
     if args.command == "inventory":
         return cmd_inventory_csv(args) if args.inventory_command in ("import", "export") else cmd_inventory(args)
     runner = {"run": _run, "simulate": _simulate, "demo": _demo}[args.command]

@@ -34,11 +34,12 @@ from collectors.registry import BuildContext, Collector, device_health, kind_of
 from collectors.sinks import SinkRunner
 from collectors.spool import Spool
 from dashboard_api.app import create_app
+from dashboard_api.auth import Authenticator
 from dashboard_api.state import MonitorState
 from eqmon import db
 from eqmon.bus import Bus
 from eqmon.config import DEFAULT_NOTIFICATIONS, MqttBroker, Site
-from eqmon.db.repos import AuditLog, OutboxRepo, SilenceRepo, queue_notifications
+from eqmon.db.repos import AuditLog, OutboxRepo, SilenceRepo, UserRepo, queue_notifications
 from eqmon.domain import Alert, Reading
 from inventory.setup import apply_site_inventory
 
@@ -213,6 +214,7 @@ class Service:
             silences=self.silences,
             audit_log=AuditLog(self.db),
             silences_changed=self.refresh_silences,
+            auth=Authenticator(UserRepo(self.db), clock),
         )
         # Subscribers, in order: the latest values first (what the API shows), then the engine.
         self.bus.subscribe_readings("latest-values", self.state.record)

@@ -9,11 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from dashboard_api.models import AlertOut
 from eqmon.domain import AlertState, Severity
-from tests.test_api_support import running_service
+from tests.test_api_support import api_client, running_service
 
 
 def test_acknowledgement_is_applied_on_the_service_loop(tmp_path: Path) -> None:
@@ -39,8 +37,8 @@ def test_acknowledgement_is_applied_on_the_service_loop(tmp_path: Path) -> None:
             (alert,) = [a for a in service.engine.active() if a.rule_id == "api-test"]
             calls.clear()
 
-            async with httpx.AsyncClient(base_url=service.api_url) as api:
-                r = await api.post(f"/api/v1/alerts/{alert.id}/ack", json={"by": "  Nurse Joy ", "note": "on it"})
+            async with api_client(service, "coordinator", "Nurse Joy") as api, api_client(service, "coordinator", "someone else") as other:
+                r = await api.post(f"/api/v1/alerts/{alert.id}/ack", json={"note": "on it"})
                 assert r.status_code == 200, r.text
                 body = AlertOut.model_validate(r.json())
                 assert body.state == AlertState.ACKNOWLEDGED and body.acknowledged_by == "Nurse Joy"
@@ -48,9 +46,9 @@ def test_acknowledgement_is_applied_on_the_service_loop(tmp_path: Path) -> None:
                 assert any(a["id"] == alert.id and a["state"] == "acknowledged" for a in listed)
                 assert (await api.get("/api/v1/devices")).status_code == 200
                 assert (await api.get("/healthz")).json()["open_alerts"] >= 1
-                again = await api.post(f"/api/v1/alerts/{alert.id}/ack", json={"by": "someone else"})
+                again = await other.post(f"/api/v1/alerts/{alert.id}/ack", json={})
                 assert again.json()["acknowledged_by"] == "Nurse Joy"  # the first one keeps it
-                missing = await api.post("/api/v1/alerts/nope/ack", json={"by": "me"})
+                missing = await api.post("/api/v1/alerts/nope/ack", json={})
                 assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
             assert set(calls) == {"acknowledge", "save", "devices_view", "alerts_view"}, calls

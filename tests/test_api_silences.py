@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dashboard_api.models import AlertOut, SilenceOut
 from eqmon.domain import AlertState, Quality, Reading, Severity
-from tests.test_api_support import api_on_built_service
+from tests.test_api_support import api_on_built_service, auth_headers
 
 
 def test_a_silence_is_created_applied_listed_audited_and_cancelled(tmp_path: Path) -> None:
@@ -25,10 +25,10 @@ def test_a_silence_is_created_applied_listed_audited_and_cancelled(tmp_path: Pat
         (alert,) = [AlertOut.model_validate(a) for a in api.get("/api/v1/alerts?open_only=true").json()]
         assert alert.silenced is not None and alert.silenced["id"] == s.id and alert.silenced["owner"] == "Sam"
         assert [x["id"] for x in api.get("/api/v1/silences").json()] == [s.id]
-        entries = api.service.state.audit_log.list(subject=s.id)
-        assert [(e.action, e.actor) for e in entries] == [("silence.create", "Sam")]
+        entries = api.service.state.audit_log.list(subject=f"silence:{s.id}")
+        assert [(e.action, e.actor) for e in entries] == [("silence.create", "test-admin")]  # the logged-in user
 
-        gone = api.request("DELETE", f"/api/v1/silences/{s.id}", params={"by": "Sam"})
+        gone = api.request("DELETE", f"/api/v1/silences/{s.id}")
         assert gone.status_code == 200 and gone.json()["cancelled_at"] is not None
         (after,) = api.get("/api/v1/alerts?open_only=true").json()
         assert after["silenced"] is None  # the alert notifies now (the planner's "unsilenced")
@@ -78,14 +78,17 @@ def test_resolve_by_hand_and_pending_conditions(tmp_path: Path) -> None:
         now = time.time()
         engine.on_condition("fridge-1", "test-rule", True, "WARNING test", severity=Severity.WARNING, ts=now)
         (alert,) = engine.active()
-        r = api.post(f"/api/v1/alerts/{alert.id}/resolve", json={"by": "Ann", "note": "probe reseated"})
+        ann = auth_headers(api.service.state, "coordinator", "Ann")
+        r = api.post(f"/api/v1/alerts/{alert.id}/resolve", json={"note": "probe reseated"}, headers=ann)
         assert r.status_code == 200, r.text
         body = AlertOut.model_validate(r.json())
         assert body.state == AlertState.RESOLVED and body.resolved_by == "Ann" and body.note == "probe reseated"
         assert "resolved by hand by Ann" in body.message
         events = api.service.alert_store.events(alert.id)
         assert (events[-1]["kind"], events[-1]["actor"], events[-1]["note"]) == ("resolved", "Ann", "probe reseated")
-        assert api.post(f"/api/v1/alerts/{alert.id}/resolve", json={"by": "Ann"}).status_code == 404
+        assert api.post(f"/api/v1/alerts/{alert.id}/resolve", json={}, headers=ann).status_code == 404
+        (audit,) = api.service.state.audit_log.list(subject=f"alert:{alert.id}")
+        assert (audit.action, audit.actor, audit.detail["note"]) == ("alert.resolve", "Ann", "probe reseated")
 
         # a fridge above 8 °C for a few minutes of its 60: pending, not an alert
         engine.on_readings([Reading("fridge-1", "temperature_c", 9.0, now - 300, Quality.GOOD, "°C")])

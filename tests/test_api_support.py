@@ -18,6 +18,7 @@ import httpx
 from fastapi import FastAPI
 
 from dashboard_api.app import create_app
+from dashboard_api.state import MonitorState
 from eqmon.config import Site
 from eqmon_app.service import Service
 from tests.sitefiles import example_on_free_ports, site
@@ -60,13 +61,37 @@ def api_on_built_service(tmp_path: Path, **kwargs: Any) -> Iterator[InProcessApi
 
     service = loop.run_until_complete(build())
     app = create_app(service.state)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://eqmon.test")
+    # Logged in as an admin (every scope) unless a test passes other headers (auth_headers).
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://eqmon.test",
+        headers=auth_headers(service.state, "admin"),
+    )
     try:
         yield InProcessApi(service, app, loop, client)
     finally:
         loop.run_until_complete(client.aclose())
         loop.run_until_complete(service.stop())
         loop.close()
+
+
+def auth_headers(state: MonitorState, role: str, name: str | None = None) -> dict[str, str]:
+    """An ``Authorization`` header for a user with ``role`` (made, without a password, if
+    missing: named ``test-<role>`` by default), with a new session token."""
+    auth = state.auth
+    name = name or f"test-{role}"
+    user = auth.users.get(name) or auth.add_user(name, role, None)
+    token, _ = auth.issue(user, "session")
+    return {"Authorization": f"Bearer {token}"}
+
+
+NO_AUTH = {"Authorization": ""}  # request headers that drop the client's default token
+
+
+def api_client(service: Service, role: str = "admin", name: str | None = None) -> httpx.AsyncClient:
+    """A client of a running service's API (served by uvicorn), logged in with ``role`` (as the
+    user ``name``, default ``test-<role>``)."""
+    return httpx.AsyncClient(base_url=service.api_url, headers=auth_headers(service.state, role, name))
 
 
 @contextlib.asynccontextmanager

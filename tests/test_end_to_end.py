@@ -7,13 +7,13 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from eqmon_app.service import Service
 from simulators import SimulatedSite
 from simulators.harness import wait_until as wait_for
 from tests.sitefiles import example_on_free_ports, site
+from tests.test_api_support import api_client
 
 
 @pytest.mark.integration
@@ -29,7 +29,7 @@ def test_modbus_and_mqtt_readings_arrive_in_influx_and_embedded_store(
         try:
             await service.start()
             await wait_for(lambda: all(h.state == "online" for h in service.health.values()), 30, "all devices online")
-            async with httpx.AsyncClient(base_url=service.api_url) as api:
+            async with api_client(service) as api:
                 devices = (await api.get("/api/v1/devices")).json()
             await asyncio.sleep(3)  # a few more polls
         finally:

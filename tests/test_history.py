@@ -8,8 +8,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
-
 from collectors.embedded import EmbeddedStore
 from collectors.spool import SpoolBatch
 from eqmon.domain import Reading, Severity
@@ -18,6 +16,7 @@ from simulators.harness import wait_until
 from simulators.receivers import WebhookReceiver
 from simulators.servers import free_port
 from tests.sitefiles import example_on_free_ports, site
+from tests.test_api_support import api_client
 
 T0 = 1_700_000_000.0  # a multiple of 3600 minus 800 s: windows are cut below
 
@@ -77,7 +76,7 @@ def test_api_history_aggregate_metrics_and_dead_letters(tmp_path: Path) -> None:
             deadline = time.monotonic() + 10
             while service.sinks[0].written < 240 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            async with httpx.AsyncClient(base_url=service.api_url) as api:
+            async with api_client(service) as api:
                 q = {"metric": "temperature_c", "since": now - 400, "until": now}
                 hist = (await api.get("/api/v1/devices/fridge-1/history", params=q)).json()
                 agg = (await api.get("/api/v1/devices/fridge-1/history/aggregate", params={**q, "window": "1m"})).json()
@@ -145,7 +144,7 @@ def test_metrics_count_notifications_per_channel_and_open_alerts_by_severity(tmp
             await wait_until(lambda: d.sent == 2 and d.failed_attempts == 3 and d.given_up == 1, 10, "every row tried")
             now[0] += 100.0  # the warnings' rows were queued 100 s ago and wait for their retry
             await wait_until(lambda: d.pending == 2, 5, "the pending rows counted")
-            async with httpx.AsyncClient(base_url=service.api_url) as api:
+            async with api_client(service) as api:
                 return (await api.get("/metrics")).text
         finally:
             await service.stop()

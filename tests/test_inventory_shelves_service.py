@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine
 
@@ -27,6 +26,7 @@ from inventory.status import bin_statuses
 from simulators import SimulatedSite
 from simulators.harness import wait_until
 from tests.sitefiles import example_on_free_ports, site
+from tests.test_api_support import api_client
 
 GLOVE, TARE = 5.6, 410.0
 
@@ -99,7 +99,7 @@ def test_simulated_shelves_drive_the_ledger_and_a_drift_raises_recalibrate(mosqu
             assert alert.message.startswith("WARNING Exam gloves (M) bin (Ward 4B supply room): the scale drifts")
             await wait_until(lambda: abs(model.zero_offset - 3.5 * GLOVE) < 1e-6, 60, "the drift at its target")
             assert ledger.on_hand(item, room) == 110
-            async with httpx.AsyncClient(base_url=service.api_url) as api:
+            async with api_client(service) as api:
                 text = (await api.get("/metrics")).text
             assert 'eqmon_shelf_anomalies_total{device="shelf-gloves",reason="drift"}' in text
             assert "eqmon_shelf_recalibrate 1.0" in text

@@ -21,7 +21,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import paho.mqtt.client as paho
 import pytest
 import yaml
@@ -31,6 +30,7 @@ from eqmon.config import Site
 from eqmon_app.service import Service
 from simulators.harness import create_mqtt_session, wait_until
 from simulators.servers import MosquittoServer, free_port
+from tests.test_api_support import api_client
 
 pytestmark = pytest.mark.integration
 
@@ -249,7 +249,7 @@ def test_flood_of_malformed_payloads_among_good_ones(tmp_path: Path) -> None:
                 assert service.mqtt is not None
                 await wait_until(lambda: sum(service.mqtt.bad_payloads.values()) >= feeder.sent_bad, 10, "bad ones counted")  # type: ignore[union-attr]
                 counts = dict(service.mqtt.bad_payloads)
-                async with httpx.AsyncClient(base_url=service.api_url) as api:
+                async with api_client(service) as api:
                     body = (await api.get("/api/v1/mqtt/dead-letters", params={"limit": 5})).json()
                     metrics = (await api.get("/metrics")).text
                 assert body["counts"] == counts

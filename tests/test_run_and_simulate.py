@@ -29,9 +29,27 @@ from tests.sitefiles import example_on_free_ports
 CLI = [sys.executable, "-m", "eqmon_app.cli"]
 
 
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=3) as r:
+def get(url: str, token: str = "") -> Any:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=3) as r:
         return json.load(r)
+
+
+def viewer_token(site_file: Path, data_dir: str) -> str:
+    """An API token for a viewer, made with ``eqmon user add`` and ``eqmon user token`` in the
+    state database the service will use (as an operator would before starting it)."""
+    common = ["--config", str(site_file), "--data-dir", data_dir]
+    added = subprocess.run(
+        [*CLI, "user", "add", "tester", "--role", "viewer", *common], capture_output=True, text=True
+    )
+    assert added.returncode == 0 and "user tester (viewer) added; password: " in added.stdout, added
+    made = subprocess.run(
+        [*CLI, "user", "token", "tester", "--label", "test", *common],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made
+    return made.stdout.strip().rsplit(" ", 1)[-1]
 
 
 def start(*args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -51,7 +69,7 @@ def stop(proc: subprocess.Popen[bytes], log: Path) -> str:
 
 
 def wait_for_devices(
-    api: str, pred: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str
+    api: str, pred: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str, token: str
 ) -> list[dict[str, Any]]:
     """Poll ``GET /api/v1/devices`` until ``pred`` holds for the list (the API may not be up
     yet); AssertionError naming ``what`` with the last answer after ``timeout`` seconds."""
@@ -59,7 +77,7 @@ def wait_for_devices(
     devices: list[dict[str, Any]] = []
     while True:
         try:
-            devices = get(f"{api}/api/v1/devices")
+            devices = get(f"{api}/api/v1/devices", token)
         except OSError:
             devices = []
         if devices and pred(devices):
@@ -90,12 +108,15 @@ def test_run_against_simulate(tmp_path: Path) -> None:
         sim_log, run_log = tmp_path / "simulate.log", tmp_path / "run.log"
         sim = start("simulate", "--config", str(site_file), log=sim_log)
         data_dir = str(tmp_path / "data")
+        token = viewer_token(site_file, data_dir)
         run = start("run", "--config", str(site_file), "--data-dir", data_dir, log=run_log)
         try:
             # Whichever subscribes first, eqmon or the shelves' first message, the broker hands
             # eqmon each shelf's retained state: every device is online within seconds, not at
             # the shelves' next heartbeat (30 s). The bound only stops a broken run.
-            devices = wait_for_devices(api, all_online, 60, "every device online with readings")
+            devices = wait_for_devices(
+                api, all_online, 60, "every device online with readings", token
+            )
             assert [d["status"] for d in devices] == ["online"] * 7, devices
             health = get(f"{api}/healthz")
             assert health["devices"] == {"online": 7}
@@ -119,7 +140,7 @@ def test_run_against_simulate(tmp_path: Path) -> None:
             while offline != expected:
                 assert time.monotonic() < deadline, f"device-offline alerts: {offline}"
                 time.sleep(0.2)
-                alerts = get(f"{api}/api/v1/alerts?open_only=true")
+                alerts = get(f"{api}/api/v1/alerts?open_only=true", token)
                 offline = sorted(
                     (a["rule_id"], a["device_id"]) for a in alerts
                     if a["rule_id"] == "device-offline" or a["rule_id"].startswith("incident-")
@@ -178,6 +199,7 @@ def test_eqmon_started_after_the_shelves_published_sees_every_shelf_at_once(tmp_
                 published[topics[m.topic]] = json.loads(m.payload)
 
             data_dir = str(tmp_path / "data")
+            token = viewer_token(site_file, data_dir)
             run = start("run", "--config", str(site_file), "--data-dir", data_dir, log=run_log)
             deadline = time.monotonic() + 60  # eqmon starting (slow when the machine is busy)
             while not tcp_connectable("127.0.0.1", int(api.rsplit(":", 1)[1])):
@@ -185,7 +207,9 @@ def test_eqmon_started_after_the_shelves_published_sees_every_shelf_at_once(tmp_
                 assert time.monotonic() < deadline, "eqmon's API never came up"
                 time.sleep(0.05)
             t_up = time.monotonic()
-            devices = wait_for_devices(api, all_online, 5, "every shelf online with readings")
+            devices = wait_for_devices(
+                api, all_online, 5, "every shelf online with readings", token
+            )
             waited = time.monotonic() - t_up
             assert got.empty(), "a shelf published again: eqmon may have seen it live"
             assert {d["id"] for d in devices} == set(published), devices

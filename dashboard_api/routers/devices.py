@@ -10,11 +10,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
+from ..auth import need
 from ..deps import StateDep
 from ..errors import ERROR_RESPONSES, NOT_FOUND, show
 from ..models import AggregateOut, DeviceOut, ErrorResponse, HistoryOut
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/devices",
+    tags=["devices"],
+    responses=ERROR_RESPONSES,
+    dependencies=[need("devices:read")],
+)
 
 # Timestamps accepted in queries: Unix seconds from 1970 to the end of year 9999, finite.
 MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z

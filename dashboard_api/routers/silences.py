@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+from ..auth import Principal, need
 from ..deps import StateDep
 from ..errors import BODY_ERRORS, ERROR_RESPONSES, NOT_FOUND, error_response, show
 from ..models import SilenceKind, SilenceOut
@@ -29,8 +30,15 @@ class SilenceCreate(BaseModel):
     device_id: Name | None = None
     location: Name | None = None
     rule_id: Name | None = None
-    owner: Who = Field(description="who asks for it")
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), AfterValidator(_valid_text)]
+    owner: Who | None = Field(
+        default=None,
+        description="whose it is (e.g. the technician doing the work); default: the logged-in user",
+    )
+    reason: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+        AfterValidator(_valid_text),
+    ]
     starts_at: float | None = Field(default=None, ge=0, le=253402300799, description="default: now")
     duration_s: float = Field(gt=0, le=MAX_DURATION_S, description="how long, seconds (at most 30 days)")
 
@@ -42,7 +50,10 @@ class CancelRequest(BaseModel):
 
 @router.get("", response_model=list[SilenceOut])
 async def list_silences(
-    state: StateDep, include_ended: bool = False, limit: int = Query(200, ge=1, le=1000)
+    state: StateDep,
+    who: Annotated[Principal, need("alerts:read")],
+    include_ended: bool = False,
+    limit: int = Query(200, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """In force and to come (or, with ``include_ended``, the latest ones of any kind)."""
     repo = state.silences
@@ -51,7 +62,9 @@ async def list_silences(
 
 
 @router.post("", response_model=SilenceOut, status_code=201, responses=BODY_ERRORS)
-async def create_silence(body: SilenceCreate, state: StateDep) -> Any:
+async def create_silence(
+    body: SilenceCreate, state: StateDep, who: Annotated[Principal, need("silences:write")]
+) -> Any:
     site = state.site
     if body.device_id is None and body.location is None and body.rule_id is None:
         return error_response(422, "a silence needs a device_id, a location or a rule_id to match", "body")
@@ -66,23 +79,27 @@ async def create_silence(body: SilenceCreate, state: StateDep) -> Any:
     if start + body.duration_s <= now:
         return error_response(422, "the silence would have ended already", "body.starts_at")
     s = state.silences.add(
-        owner=body.owner, reason=body.reason, starts_at=start, ends_at=start + body.duration_s,
+        owner=body.owner or who.name, reason=body.reason, starts_at=start, ends_at=start + body.duration_s,
         device_id=body.device_id, location=body.location, rule_id=body.rule_id, created_at=now, kind=body.kind,
     )  # fmt: skip
-    state.audit("silence.create", s.id, s.as_dict(), body.owner)
+    state.audit("silence.create", f"silence:{s.id}", s.as_dict(), who.name)
     state.silences_changed()
     return s.as_dict()
 
 
 @router.delete("/{silence_id}", response_model=SilenceOut, responses=NOT_FOUND)
-async def cancel_silence(state: StateDep, silence_id: str = Path(max_length=64), by: str = Query("", max_length=100)) -> Any:
+async def cancel_silence(
+    state: StateDep,
+    who: Annotated[Principal, need("silences:write")],
+    silence_id: str = Path(max_length=64),
+) -> Any:
     """End it now; kept with its cancellation time. Alerts it held that are still open
     notify at once."""
     if not state.silences.cancel(silence_id, state.clock()):
         raise HTTPException(404, f"no silence {show(silence_id)!r} in force")
     s = state.silences.get(silence_id)
     assert s is not None
-    state.audit("silence.cancel", s.id, s.as_dict(), by or "unknown")
+    state.audit("silence.cancel", f"silence:{s.id}", s.as_dict(), who.name)
     state.silences_changed()
     return s.as_dict()
 

@@ -7,11 +7,14 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from ..auth import need
 from ..deps import StateDep
 from ..errors import ERROR_RESPONSES, NOT_FOUND
 from ..models import DeadLettersOut, MqttDeadLettersOut
 
-router = APIRouter(tags=["telemetry"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    tags=["telemetry"], responses=ERROR_RESPONSES, dependencies=[need("metrics:read")]
+)
 
 
 @router.get(

@@ -1,5 +1,6 @@
 """Small typed repositories over the state database's tables: silences, the notification outbox
-(alerts/notify/ writes and sends it) and the audit log. Each call is one transaction, except
+(alerts/notify/ writes and sends it), the audit log, and users with their tokens (the API's
+logins; hashing is dashboard_api/auth.py's: this layer stores what it is given). Each call is one transaction, except
 ``queue_notifications``, which writes into the caller's (the alert's save); times are Unix
 seconds."""
 
@@ -16,10 +17,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from .engine import writing
-from .schema import audit_log, notification_outbox, silences
+from .schema import api_tokens, audit_log, notification_outbox, silences, users
 
 OutboxState = Literal["pending", "sent", "failed"]
 SilenceKind = Literal["silence", "maintenance"]
+Role = Literal["coordinator", "supply", "viewer", "admin"]
+TokenKind = Literal["session", "api"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +297,203 @@ class AuditLog:
             q = q.where(and_(*conds))
         with self._engine.connect() as conn:
             return [AuditEntry(**dict(r)) for r in conn.execute(q).mappings()]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    role: Role
+    password_hash: str | None
+    created_at: float
+    disabled: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at,
+            "disabled": self.disabled,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: str
+    user_id: int
+    kind: TokenKind
+    label: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+    def valid_at(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in Token.__dataclass_fields__}
+
+
+class UserExists(ValueError):
+    pass
+
+
+class UserRepo:
+    """Users and their bearer tokens. Tokens are looked up by their SHA-256 (``token_hash``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add(
+        self, name: str, role: Role, password_hash: str | None, *, now: float | None = None
+    ) -> User:
+        with writing(self._engine) as conn:
+            if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
+                raise UserExists(f"user {name!r} exists")
+            ts = time.time() if now is None else now
+            pk = conn.execute(
+                insert(users).values(name=name, role=role, password_hash=password_hash, created_at=ts, disabled=False)
+            ).inserted_primary_key  # fmt: skip
+            assert pk is not None
+        return User(int(pk[0]), name, role, password_hash, ts, False)
+
+    def get(self, name: str) -> User | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
+        return None if row is None else _user(row)
+
+    def get_id(self, user_id: int) -> User | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.id == user_id)).mappings().first()
+        return None if row is None else _user(row)
+
+    def all(self) -> list[User]:
+        with self._engine.connect() as conn:
+            return [_user(r) for r in conn.execute(select(users).order_by(users.c.name)).mappings()]
+
+    def update(
+        self,
+        name: str,
+        *,
+        role: Role | None = None,
+        password_hash: str | None = None,
+        disabled: bool | None = None,
+    ) -> User | None:
+        """Change a user; disabling one (or changing its role or password) revokes its session
+        tokens. None if there is no such user."""
+        values: dict[str, Any] = {}
+        if role is not None:
+            values["role"] = role
+        if password_hash is not None:
+            values["password_hash"] = password_hash
+        if disabled is not None:
+            values["disabled"] = disabled
+        with writing(self._engine) as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
+            if row is None:
+                return None
+            if values:
+                conn.execute(update(users).where(users.c.id == row["id"]).values(**values))
+                conn.execute(
+                    update(api_tokens)
+                    .where(api_tokens.c.user_id == row["id"], api_tokens.c.kind == "session", api_tokens.c.revoked_at.is_(None))
+                    .values(revoked_at=time.time())
+                )  # fmt: skip
+            row = conn.execute(select(users).where(users.c.id == row["id"])).mappings().one()
+        return _user(row)
+
+    def add_token(
+        self,
+        user_id: int,
+        token_hash: str,
+        kind: TokenKind,
+        *,
+        now: float,
+        expires_at: float | None,
+        label: str = "",
+    ) -> Token:
+        tid = uuid.uuid4().hex
+        with writing(self._engine) as conn:
+            conn.execute(
+                insert(api_tokens).values(
+                    id=tid, user_id=user_id, kind=kind, token_hash=token_hash, label=label,
+                    created_at=now, expires_at=expires_at, revoked_at=None,
+                )
+            )  # fmt: skip
+        return Token(tid, user_id, kind, label, now, expires_at, None)
+
+    def by_token(self, token_hash: str) -> tuple[Token, User] | None:
+        """The token with this hash and its user (valid or not: the caller checks)."""
+        q = select(
+            api_tokens,
+            users.c.name,
+            users.c.role,
+            users.c.password_hash,
+            users.c.disabled,
+            users.c.created_at.label("user_created_at"),
+        )
+        q = q.join(users, users.c.id == api_tokens.c.user_id).where(
+            api_tokens.c.token_hash == token_hash
+        )
+        with self._engine.connect() as conn:
+            r = conn.execute(q).mappings().first()
+        if r is None:
+            return None
+        token = Token(
+            r["id"],
+            r["user_id"],
+            r["kind"],
+            r["label"],
+            r["created_at"],
+            r["expires_at"],
+            r["revoked_at"],
+        )
+        user = User(
+            r["user_id"],
+            r["name"],
+            r["role"],
+            r["password_hash"],
+            r["user_created_at"],
+            bool(r["disabled"]),
+        )
+        return token, user
+
+    def tokens(self, user_id: int | None = None, *, include_revoked: bool = False) -> list[Token]:
+        q = select(api_tokens).order_by(api_tokens.c.created_at)
+        if user_id is not None:
+            q = q.where(api_tokens.c.user_id == user_id)
+        if not include_revoked:
+            q = q.where(api_tokens.c.revoked_at.is_(None))
+        with self._engine.connect() as conn:
+            return [
+                Token(
+                    r["id"],
+                    r["user_id"],
+                    r["kind"],
+                    r["label"],
+                    r["created_at"],
+                    r["expires_at"],
+                    r["revoked_at"],
+                )
+                for r in conn.execute(q).mappings()
+            ]
+
+    def revoke(self, token_id: str, *, now: float | None = None) -> bool:
+        """Revoke a token; False if there is no such token or it was revoked already."""
+        with writing(self._engine) as conn:
+            n = conn.execute(
+                update(api_tokens)
+                .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=time.time() if now is None else now)
+            ).rowcount
+        return bool(n)
+
+
+def _user(r: RowMapping) -> User:
+    return User(
+        r["id"], r["name"], r["role"], r["password_hash"], r["created_at"], bool(r["disabled"])
+    )
 
 
 def _fields(s: Silence) -> dict[str, Any]:

@@ -268,3 +268,42 @@ inventory_on_hand = Table(
     CheckConstraint("quantity >= 0", name="quantity"),
     Index("ix_inventory_on_hand_location_id", "location_id"),
 )
+
+
+# -- users and API tokens (dashboard_api/auth.py: docs/api.md, "Users and roles") ------------
+
+ROLES = ("coordinator", "supply", "viewer", "admin")
+TOKEN_KINDS = ("session", "api")
+
+# People who log in to the API and the dashboard. ``password_hash`` is argon2id (PHC string);
+# None for a machine account that only holds API tokens. A disabled user cannot log in and its
+# tokens stop working. No patient data: a user is a member of staff, by name and role.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", Text),
+    Column("created_at", Double, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    CheckConstraint(_in("role", ROLES), name="role"),
+)
+
+# Bearer tokens: ``session`` tokens come from a login and expire within hours; ``api`` tokens are
+# made by an admin for a machine and last until revoked (or their ``expires_at``). Only the
+# SHA-256 of a token is kept: a copy of the database does not give working tokens.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("label", String(100), nullable=False, server_default=""),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double),
+    Column("revoked_at", Double),
+    CheckConstraint(_in("kind", TOKEN_KINDS), name="kind"),
+    Index("ix_api_tokens_user_id", "user_id"),
+)
