@@ -128,7 +128,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = detail if detail else defaults.get(status, f"HTTP {status}")
     if status == 405:
         message = defaults[405]
-    field = "body" if status == 413 else None
+    # an HTTPException may name the request part at fault (``field``: e.g. query.cursor)
+    field = "body" if status == 413 else getattr(exc, "field", None)
     return error_response(status, message, field, headers=exc.headers)
 
 
