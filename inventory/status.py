@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Integer,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    func,
     literal,
     null,
     select,
@@ -74,6 +76,11 @@ class BinStatus:
     use_per_day: float
     days_of_supply: float | None
     stockout_at: float | None
+    # where the on-hand comes from and when it last changed (None: never counted, stock
+    # unknown); the bin's own id and the smart shelf weighing it (None: counted by people)
+    updated_at: float | None = None
+    bin_id: int = 0
+    shelf_device_id: str | None = None
 
     @property
     def subject(self) -> str:
@@ -97,6 +104,46 @@ def level_of(on_hand: int, min_qty: int, reorder_point: int, par: int) -> Level:
     return "in_stock"
 
 
+def level_sql() -> ColumnElement[str]:
+    """``level_of`` as an SQL expression over a bin and its on-hand row (no row: 0), for
+    filtering by level in the database (the API's paginated lists)."""
+    b, oh = inventory_bins.c, inventory_on_hand.c
+    q = func.coalesce(oh.quantity, 0)
+    return case(
+        (and_(q <= 0, b.par > 0), literal("out")),
+        (q < b.min_qty, literal("below_min")),
+        (q < b.reorder_point, literal("below_reorder")),
+        (q > b.par, literal("above_par")),
+        else_=literal("in_stock"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A location with its room and display path (see ``BinStatus``)."""
+
+    id: int
+    kind: str
+    name: str
+    room_id: int | None
+    room: str | None
+    path: str
+
+
+def place(conn: Connection, location_id: int) -> Place:
+    """The location ``location_id`` with its room and path (one recursive query over its
+    ancestors); ``InventoryError`` for an unknown location."""
+    chain = conn.execute(_UP, {"start_id": location_id}).tuples().all()
+    if not chain:
+        raise InventoryError(f"no location {location_id}")
+    names = []
+    for id_, kind, name in chain:
+        names.append(name)
+        if kind == "room":
+            return Place(location_id, chain[0][1], chain[0][2], id_, name, PATH_SEP.join(reversed(names)))
+    return Place(location_id, chain[0][1], chain[0][2], None, None, PATH_SEP.join(reversed(names)))
+
+
 def bin_statuses(engine: Engine, *, now: float, location_id: int | None = None) -> list[BinStatus]:
     """The status of every bin under ``location_id`` in the location tree (itself included; a
     supply room: all its shelves and bins), or of all bins; by path, then item name.
@@ -105,12 +152,21 @@ def bin_statuses(engine: Engine, *, now: float, location_id: int | None = None) 
         if location_id is None:
             rows = conn.execute(_ALL).tuples().all()
         else:
-            room_id, room, path = _start(conn, location_id)
-            params = {"start_id": location_id, "start_room_id": room_id, "start_room": room, "start_path": path}
-            rows = conn.execute(_UNDER, params).tuples().all()
-    out = [_status(r, now) for r in rows]
+            rows = conn.execute(_UNDER, under_params(place(conn, location_id))).tuples().all()
+    out = [status_of(r, now) for r in rows]
     out.sort(key=lambda s: (s.path, s.name, s.sku))
     return out
+
+
+def statement(under: bool) -> Select[Any]:
+    """The statement of ``bin_statuses`` (its rows for ``status_of``), for callers that add
+    their own conditions, order and limit: ``under`` False: every bin; True: the bins under the
+    location given by ``under_params(place)``."""
+    return _UNDER if under else _ALL
+
+
+def under_params(p: Place) -> dict[str, Any]:
+    return {"start_id": p.id, "start_room_id": p.room_id, "start_room": p.room, "start_path": p.path}
 
 
 def _statement(under: bool) -> Select[Any]:
@@ -154,6 +210,7 @@ def _statement(under: bool) -> Select[Any]:
             b.item_id, i.sku, i.name, i.unit, i.pack_size, i.critical,
             b.min_qty, b.reorder_point, b.par, b.reorder_qty, b.lead_time_s,
             oh.quantity, oh.use_decayed, oh.use_at, oh.first_at,
+            oh.updated_at, b.id.label("bin_id"), b.shelf_device_id,
         )  # fmt: skip
         .select_from(tree)
         .join(inventory_bins, b.location_id == tree.c.id)
@@ -178,24 +235,12 @@ def _ancestors() -> Select[Any]:
 _ALL, _UNDER, _UP = _statement(False), _statement(True), _ancestors()
 
 
-def _start(conn: Connection, location_id: int) -> tuple[int | None, str | None, str]:
-    """The room (id, name) of ``location_id`` and its path (see ``BinStatus``), from its
-    ancestors (one recursive query)."""
-    chain = conn.execute(_UP, {"start_id": location_id}).tuples().all()
-    if not chain:
-        raise InventoryError(f"no location {location_id}")
-    names = []
-    for id_, kind, name in chain:
-        names.append(name)
-        if kind == "room":
-            return id_, name, PATH_SEP.join(reversed(names))
-    return None, None, PATH_SEP.join(reversed(names))
-
-
-def _status(r: tuple[Any, ...], now: float) -> BinStatus:
+def status_of(r: tuple[Any, ...], now: float) -> BinStatus:
+    """The status at ``now`` of a row of ``statement``."""
     # Unpacked by position: a Row's attributes by name cost more than the rest of the status.
     (loc_id, location, room_id, room, path, item_id, sku, name, unit, pack_size, critical,
-     min_qty, reorder_point, par, reorder_qty, lead_time_s, quantity, use_decayed, use_at, first_at) = r  # fmt: skip
+     min_qty, reorder_point, par, reorder_qty, lead_time_s, quantity, use_decayed, use_at, first_at,
+     updated_at, bin_id, shelf_device_id) = r  # fmt: skip
     on_hand = quantity or 0
     level = level_of(on_hand, min_qty, reorder_point, par)
     use = 0.0 if quantity is None else rate_per_day(use_decayed, use_at, first_at, now)
@@ -211,8 +256,11 @@ def _status(r: tuple[Any, ...], now: float) -> BinStatus:
     return BinStatus(
         item_id, sku, name, unit, pack_size, bool(critical), loc_id, location, room_id,
         path.split(PATH_SEP, 1)[0] if room is None else room, path, on_hand, min_qty, reorder_point, par,
-        reorder_qty, float(lead_time_s), level, use, days, stockout,
+        reorder_qty, float(lead_time_s), level, use, days, stockout, updated_at, bin_id, shelf_device_id,
     )  # fmt: skip
 
 
-__all__ = ["LEVELS", "BinStatus", "Level", "bin_statuses", "level_of"]
+__all__ = [
+    "LEVELS", "BinStatus", "Level", "Place", "bin_statuses", "level_of", "level_sql", "place", "statement",
+    "status_of", "under_params",
+]  # fmt: skip
