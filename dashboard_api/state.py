@@ -3,7 +3,7 @@ readings, alerts, and where history lives. Written only by the service's event l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from alerts.store import AlertStore
     from collectors.embedded import EmbeddedStore
     from collectors.health import DeviceHealth
+
+
+async def _no_stock_hook(bins: Sequence[tuple[int, int]] | None) -> None:
+    return None
 
 
 @dataclass
@@ -42,6 +46,13 @@ class MonitorState:
     silences_changed: Callable[[], None] = lambda: None
     # users, tokens and logins (dashboard_api/auth.py Authenticator); None: no logins possible
     auth: Any = None
+    # the state database (SQLAlchemy Engine): the inventory routes read and write it in worker
+    # threads. After a stock change made through the API (a transaction, a CSV import) they await
+    # ``stock_changed`` on the loop with the (item id, location id) bins changed (None: any bin
+    # may have changed); the service re-evaluates their stock alerts there (service.py
+    # ``on_stock_changed``). It never raises.
+    db: Any = None
+    stock_changed: Callable[[Sequence[tuple[int, int]] | None], Awaitable[None]] = _no_stock_hook
 
     def audit(self, action: str, subject: str, detail: dict[str, Any], actor: str) -> None:
         if self.audit_log is not None:

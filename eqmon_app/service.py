@@ -15,7 +15,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,8 @@ class Service:
             audit_log=AuditLog(self.db),
             silences_changed=self.refresh_silences,
             auth=Authenticator(UserRepo(self.db), clock),
+            db=self.db,
+            stock_changed=self.on_stock_changed,
         )
         # Subscribers, in order: the latest values first (what the API shows), then the engine.
         self.bus.subscribe_readings("latest-values", self.state.record)
@@ -223,7 +225,9 @@ class Service:
         # The inventory: shelf readings -> counts in the ledger (a worker thread) -> stock and
         # recalibrate conditions -> the engine (on the loop); only when a bin has a shelf.
         # Every bin's stock condition is reviewed every STOCK_REVIEW_S as well (housekeeping).
-        self.stock_review = StockConditions(self.db, site.site.timezone) if site.inventory is not None else None
+        # The API's stock changes are followed by their bins' conditions at once (on_stock_changed).
+        self.stock_conditions = StockConditions(self.db, site.site.timezone)
+        self.stock_review = self.stock_conditions if site.inventory is not None else None
         self._last_stock_review = 0.0
         self.shelves: ShelfConsumer | None = None
         if has_shelf_bins(self.db):
@@ -436,6 +440,26 @@ class Service:
             conditions = await asyncio.to_thread(self.stock_review.every_bin, now)
         except Exception:  # the database is away: the next review tries again
             log.exception("inventory: cannot review the stock levels; trying again in %g s", STOCK_REVIEW_S)
+            return
+        for c in conditions:
+            self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=now)
+
+    async def on_stock_changed(self, bins: Sequence[tuple[int, int]] | None) -> None:
+        """What follows a stock change made outside the shelf feed (the API: a transaction, a CSV
+        import), on the loop: the stock conditions of ``bins`` ((item id, location id); None:
+        every counted bin) are read now in a worker thread and go to the alert engine, so that a
+        count bringing a bin back above its reorder point resolves its notice at once rather than
+        at the next review. The one place to follow up a stock change (the live stream's "stock
+        status changed" belongs here too). Never raises: the review every STOCK_REVIEW_S catches
+        up with what it could not read."""
+        now = self.clock()
+        try:
+            if bins is None:
+                conditions = await asyncio.to_thread(self.stock_conditions.every_bin, now)
+            else:
+                conditions = await asyncio.to_thread(self.stock_conditions, bins, now)
+        except Exception:
+            log.exception("inventory: cannot read the changed bins' stock; the review in %g s tries again", STOCK_REVIEW_S)
             return
         for c in conditions:
             self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=now)
