@@ -142,17 +142,21 @@ class GuardMiddleware:
     """Bounds request bodies (413) and turns any exception the app lets out into the generic
     500 error body (the traceback goes to the log, never to the client)."""
 
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body: int = MAX_BODY_BYTES, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.larger = dict(larger or {})  # exact path -> its own limit (e.g. a CSV import)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_body = self.larger.get(scope.get("path", ""), self.max_body)
         length = Headers(scope=scope).get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            await error_response(413, f"request body larger than {self.max_body} bytes", "body")(
+        if length is not None and length.isdigit() and int(length) > max_body:
+            await error_response(413, f"request body larger than {max_body} bytes", "body")(
                 scope, receive, send
             )
             return
@@ -164,8 +168,8 @@ class GuardMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise _BodyTooLarge(self.max_body)  # FastAPI re-raises HTTPExceptions from reading the body
+                if received > max_body:
+                    raise _BodyTooLarge(max_body)  # FastAPI re-raises HTTPExceptions from reading the body
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -179,7 +183,7 @@ class GuardMiddleware:
         except _BodyTooLarge:
             if started:
                 raise
-            await error_response(413, f"request body larger than {self.max_body} bytes", "body")(
+            await error_response(413, f"request body larger than {max_body} bytes", "body")(
                 scope, receive, send
             )
         except Exception:
@@ -191,8 +195,9 @@ class GuardMiddleware:
             )
 
 
-def install(app: FastAPI) -> None:
-    """Install eqmon's error handling on ``app``."""
+def install(app: FastAPI, larger_bodies: Mapping[str, int] | None = None) -> None:
+    """Install eqmon's error handling on ``app``; ``larger_bodies``: the few paths (exact) that
+    take a larger body than ``MAX_BODY_BYTES``, with their limit."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(GuardMiddleware)
+    app.add_middleware(GuardMiddleware, larger=larger_bodies)
