@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 from dashboard_api.state import MonitorState
 
 from . import errors
-from .routers import alerts, auth, devices, health, silences, telemetry
+from .routers import alerts, auth, devices, health, inventory, silences, telemetry
 
 STATIC = Path(__file__).parent / "static"
 
@@ -24,13 +24,14 @@ STATIC = Path(__file__).parent / "static"
 def create_app(state: MonitorState) -> FastAPI:
     app = FastAPI(title="eqmon", version="0.1.0", summary="Equipment and supply monitoring")
     app.state.monitor = state
-    errors.install(app)
+    errors.install(app, larger_bodies=inventory.LARGER_BODIES)
     app.include_router(auth.router)
     app.include_router(devices.router)
     app.include_router(alerts.router)
     app.include_router(silences.router)
     app.include_router(health.router)
     app.include_router(telemetry.router)
+    app.include_router(inventory.router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -87,7 +87,7 @@ def test_numeric_query_parameters_at_their_extremes(served_state: None) -> None:
     doc = APP.openapi()
     cases = []
     for path, ops in doc["paths"].items():
-        url = path.replace("{device_id}", "fridge-1").replace("{alert_id}", "none")
+        url = path.replace("{device_id}", "fridge-1").replace("{alert_id}", "none").replace("{location_id}", "3")
         for method, op in ops.items():
             params = op.get("parameters", [])
             required = {p["name"]: "temperature_c" for p in params if p["in"] == "query" and p.get("required")}

@@ -51,13 +51,13 @@ class InProcessApi:
 
 
 @contextlib.contextmanager
-def api_on_built_service(tmp_path: Path, **kwargs: Any) -> Iterator[InProcessApi]:
+def api_on_built_service(tmp_path: Path, *, site: Site | None = None, **kwargs: Any) -> Iterator[InProcessApi]:
     """The API of a built (not started) service, on an event loop of its own; the service is
-    stopped and closed on exit."""
+    stopped and closed on exit. ``site``: default ``modbus_only_site()``."""
     loop = asyncio.new_event_loop()
 
     async def build() -> Service:
-        return Service(modbus_only_site(), data_dir=tmp_path, **kwargs)
+        return Service(site or modbus_only_site(), data_dir=tmp_path, **kwargs)
 
     service = loop.run_until_complete(build())
     app = create_app(service.state)
