@@ -20,13 +20,18 @@ from eqmon.config import format_location_path
 from eqmon.db.schema import inventory_bins, inventory_items, inventory_ledger, inventory_locations
 
 from .catalog import Item, Location, LocationKind
-from .errors import InventoryError
 from .ledger import Entry, Kind
-from .status import BinStatus, Place, level_sql, place, statement, status_of, under_params
-
-
-class NotARoom(InventoryError):
-    """The location exists but is not a room."""
+from .status import (
+    BinStatus,
+    NotARoom,
+    Place,
+    level_sql,
+    place,
+    room_rows,
+    rows_under,
+    statement,
+    status_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,7 @@ def items_page(engine: Engine, *, limit: int, after: str | None = None, q: str |
     """Up to ``limit + 1`` items by SKU after ``after``; ``q``: a part of the SKU or the name
     (any case); ``category``: exactly."""
     c = inventory_items.c
-    stmt = select(inventory_items).order_by(c.sku).limit(limit + 1)
+    stmt = select(*[c[k] for k in Item.__dataclass_fields__]).order_by(c.sku).limit(limit + 1)
     if after is not None:
         stmt = stmt.where(c.sku > after)
     if q:
@@ -113,7 +118,7 @@ def items_page(engine: Engine, *, limit: int, after: str | None = None, q: str |
     if category is not None:
         stmt = stmt.where(c.category == category)
     with engine.connect() as conn:
-        return [Item(**dict(r)) for r in conn.execute(stmt).mappings()]
+        return [Item(*r) for r in conn.execute(stmt).tuples()]
 
 
 def locations_page(engine: Engine, *, limit: int, after: int | None = None, kind: LocationKind | None = None,
@@ -121,7 +126,7 @@ def locations_page(engine: Engine, *, limit: int, after: int | None = None, kind
     """Up to ``limit + 1`` locations by id after ``after``, with their paths; ``parent_id``:
     its children only; ``roots``: those at the top only."""
     c = inventory_locations.c
-    stmt = select(inventory_locations).order_by(c.id).limit(limit + 1)
+    stmt = select(*[c[k] for k in Location.__dataclass_fields__]).order_by(c.id).limit(limit + 1)
     if after is not None:
         stmt = stmt.where(c.id > after)
     if kind is not None:
@@ -131,7 +136,7 @@ def locations_page(engine: Engine, *, limit: int, after: int | None = None, kind
     if roots:
         stmt = stmt.where(c.parent_id.is_(None))
     with engine.connect() as conn:
-        found = [Location(**dict(r)) for r in conn.execute(stmt).mappings()]
+        found = [Location(*r) for r in conn.execute(stmt).tuples()]
         known = paths(conn, (x.id for x in found))
     return [LocationRow(x, known[x.id]) for x in found]
 
@@ -142,33 +147,32 @@ def levels_page(engine: Engine, *, now: float, limit: int, after: int | None = N
     ``location_id``: the bins under it (itself included: a room gives its shelves' bins too;
     ``InventoryError`` if unknown); ``levels``: only these levels; ``sku``: one item's bins."""
     b, i = inventory_bins.c, inventory_items.c
-    with engine.connect() as conn:
-        if location_id is None:
-            stmt: Select[Any] = statement(False)
-            params: dict[str, Any] = {}
-        else:
-            stmt, params = statement(True), under_params(place(conn, location_id))
+
+    def refine(stmt: Select[Any]) -> Select[Any]:
         if after is not None:
             stmt = stmt.where(b.id > after)
         if levels:
             stmt = stmt.where(level_sql().in_(sorted(levels)))
         if sku is not None:
             stmt = stmt.where(i.sku == sku)
-        rows = conn.execute(stmt.order_by(b.id).limit(limit + 1), params).tuples().all()
+        return stmt.order_by(b.id).limit(limit + 1)
+
+    with engine.connect() as conn:
+        if location_id is None:
+            rows = list(conn.execute(refine(statement(False))).tuples().all())
+        else:
+            rows = rows_under(conn, place(conn, location_id), refine)
     return [status_of(r, now) for r in rows]
 
 
 def room_status(engine: Engine, *, now: float, room_id: int) -> tuple[Place, list[BinStatus]]:
-    """One room and the status of every bin in it (its shelves' and bins' included), by path
-    then item name: two queries. ``InventoryError`` (``NotARoom``) for an unknown location or
-    one that is not a room."""
+    """One room and the status of every bin in it (its shelves' and bins' included), by path,
+    item name, SKU and location id: two queries (``status.room_rows``). ``InventoryError`` (``NotARoom``) for an
+    unknown location or one that is not a room."""
     with engine.connect() as conn:
-        p = place(conn, room_id)
-        if p.room_id != room_id:
-            raise NotARoom(f"location {room_id} is a {p.kind}, not a room")
-        rows = conn.execute(statement(True), under_params(p)).tuples().all()
+        p, rows = room_rows(conn, room_id)
     out = [status_of(r, now) for r in rows]
-    out.sort(key=lambda s: (s.path, s.name, s.sku))
+    out.sort(key=lambda s: (s.path, s.name, s.sku, s.location_id))
     return p, out
 
 

@@ -17,10 +17,12 @@ read. Days of supply = on-hand ÷ use per day; the predicted stock-out is ``now`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from sqlalchemy import (
+    CTE,
     ColumnElement,
     Connection,
     Engine,
@@ -152,16 +154,60 @@ def bin_statuses(engine: Engine, *, now: float, location_id: int | None = None) 
         if location_id is None:
             rows = conn.execute(_ALL).tuples().all()
         else:
-            rows = conn.execute(_UNDER, under_params(place(conn, location_id))).tuples().all()
+            rows = rows_under(conn, place(conn, location_id))
     out = [status_of(r, now) for r in rows]
     out.sort(key=lambda s: (s.path, s.name, s.sku))
     return out
 
 
+# Locations in a subtree up to which its bins are read by a list of location ids (the planners
+# then know how few there are: an index look-up per location); a larger subtree is joined in SQL.
+MAX_LISTED = 500
+Refine = Callable[[Select[Any]], Select[Any]]
+
+
+def rows_under(conn: Connection, p: Place, refine: Refine | None = None) -> list[tuple[Any, ...]]:
+    """The rows (for ``status_of``) of the bins under ``p``, itself included: two queries, the
+    subtree with each location's room and path, then its bins by location id (one with the
+    subtree in SQL past ``MAX_LISTED`` locations). ``refine`` adds conditions, an order and a
+    limit to the bins' statement (on the columns of the bins, items and on-hand tables)."""
+    tree = conn.execute(_TREE_UNDER, under_params(p)).tuples().all()
+    return _bins_of(conn, tree, refine, under_params(p))
+
+
+def room_rows(conn: Connection, room_id: int, refine: Refine | None = None) -> tuple[Place, list[tuple[Any, ...]]]:
+    """``rows_under`` for a room, in two queries: the room's subtree (from the room itself: its
+    ancestors are not needed), then its bins. ``InventoryError`` for an unknown location;
+    ``NotARoom`` for one of another kind."""
+    tree = conn.execute(_TREE_ROOM, {"start_id": room_id}).tuples().all()
+    top = next((t for t in tree if t[0] == room_id), None)
+    if top is None:
+        raise InventoryError(f"no location {room_id}")
+    if top[5] != "room":
+        raise NotARoom(f"location {room_id} is a {top[5]}, not a room")
+    p = Place(room_id, "room", top[1], room_id, top[1], top[4])
+    return p, _bins_of(conn, tree, refine, under_params(p))
+
+
+class NotARoom(InventoryError):
+    """The location exists but is not a room."""
+
+
+def _bins_of(conn: Connection, tree: Sequence[tuple[Any, ...]], refine: Refine | None,
+             params: dict[str, Any]) -> list[tuple[Any, ...]]:  # fmt: skip
+    if len(tree) > MAX_LISTED:
+        stmt = _UNDER if refine is None else refine(_UNDER)
+        return list(conn.execute(stmt, params).tuples().all())
+    where = {t[0]: t[:5] for t in tree}
+    stmt = _AT if refine is None else refine(_AT)
+    rows = conn.execute(stmt, {"ids": list(where)}).tuples().all()
+    return [where[r[0]] + tuple(r[1:]) for r in rows]
+
+
 def statement(under: bool) -> Select[Any]:
-    """The statement of ``bin_statuses`` (its rows for ``status_of``), for callers that add
-    their own conditions, order and limit: ``under`` False: every bin; True: the bins under the
-    location given by ``under_params(place)``."""
+    """The one-query statement of ``bin_statuses`` (its rows for ``status_of``), for callers
+    that add their own conditions, order and limit: ``under`` False: every bin; True: the bins
+    under the location given by ``under_params(place)`` (``rows_under`` is faster for a room)."""
     return _UNDER if under else _ALL
 
 
@@ -169,19 +215,19 @@ def under_params(p: Place) -> dict[str, Any]:
     return {"start_id": p.id, "start_room_id": p.room_id, "start_room": p.room, "start_path": p.path}
 
 
-def _statement(under: bool) -> Select[Any]:
-    """The bins of a subtree of locations (``under``: from the location ``:start_id``, whose
-    room and path are given; else from the roots) with their items, on-hand and use; built once
-    (its SQL is then cached) with the tree as a recursive CTE carrying each location's room and
-    path."""
+def _tree(start: Literal["roots", "place", "room"]) -> CTE:
+    """The location tree as a recursive CTE (id, name, room_id, room, path, kind) carrying each
+    location's room and path: from the roots; from the location ``:start_id`` whose room and
+    path are given (``under_params``); or from the room ``:start_id`` (its room: itself)."""
     loc = inventory_locations.c
-    if under:
+    if start == "place":
         anchor = select(
             loc.id,
             loc.name,
             cast(bindparam("start_room_id", type_=Integer), Integer).label("room_id"),
             cast(bindparam("start_room", type_=Text), Text).label("room"),
             cast(bindparam("start_path", type_=Text), Text).label("path"),
+            loc.kind,
         ).where(loc.id == bindparam("start_id"))
     else:
         anchor = select(
@@ -190,33 +236,54 @@ def _statement(under: bool) -> Select[Any]:
             case((loc.kind == "room", loc.id), else_=cast(null(), Integer)).label("room_id"),
             case((loc.kind == "room", loc.name), else_=cast(null(), Text)).label("room"),
             cast(loc.name, Text).label("path"),
-        ).where(loc.parent_id.is_(None))
+            loc.kind,
+        ).where(loc.parent_id.is_(None) if start == "roots" else loc.id == bindparam("start_id"))
     tree = anchor.cte("tree", recursive=True)
     child = inventory_locations.alias("child")
     is_room = child.c.kind == "room"
-    tree = tree.union_all(
+    return tree.union_all(
         select(
             child.c.id,
             child.c.name,
             case((is_room, child.c.id), else_=tree.c.room_id),
             case((is_room, cast(child.c.name, Text)), else_=tree.c.room),
             case((is_room, cast(child.c.name, Text)), else_=tree.c.path + PATH_SEP + child.c.name),
+            child.c.kind,
         ).where(child.c.parent_id == tree.c.id)
     )
+
+
+_BIN_COLUMNS = (
+    inventory_bins.c.item_id, inventory_items.c.sku, inventory_items.c.name, inventory_items.c.unit,
+    inventory_items.c.pack_size, inventory_items.c.critical, inventory_bins.c.min_qty, inventory_bins.c.reorder_point,
+    inventory_bins.c.par, inventory_bins.c.reorder_qty, inventory_bins.c.lead_time_s, inventory_on_hand.c.quantity,
+    inventory_on_hand.c.use_decayed, inventory_on_hand.c.use_at, inventory_on_hand.c.first_at,
+    inventory_on_hand.c.updated_at, inventory_bins.c.id.label("bin_id"), inventory_bins.c.shelf_device_id,
+)  # fmt: skip
+
+
+def _with_stock(stmt: Select[Any]) -> Select[Any]:
     b, i, oh = inventory_bins.c, inventory_items.c, inventory_on_hand.c
-    return (
-        select(
-            tree.c.id, tree.c.name.label("location"), tree.c.room_id, tree.c.room, tree.c.path,
-            b.item_id, i.sku, i.name, i.unit, i.pack_size, i.critical,
-            b.min_qty, b.reorder_point, b.par, b.reorder_qty, b.lead_time_s,
-            oh.quantity, oh.use_decayed, oh.use_at, oh.first_at,
-            oh.updated_at, b.id.label("bin_id"), b.shelf_device_id,
-        )  # fmt: skip
-        .select_from(tree)
-        .join(inventory_bins, b.location_id == tree.c.id)
-        .join(inventory_items, i.id == b.item_id)
-        .outerjoin(inventory_on_hand, and_(oh.item_id == b.item_id, oh.location_id == b.location_id))
+    return stmt.join(inventory_items, i.id == b.item_id).outerjoin(
+        inventory_on_hand, and_(oh.item_id == b.item_id, oh.location_id == b.location_id)
     )
+
+
+def _statement(start: Literal["roots", "place"]) -> Select[Any]:
+    """The bins of a subtree of locations with their items, on-hand and use, in one query; built
+    once (its SQL is then cached)."""
+    tree = _tree(start)
+    b = inventory_bins.c
+    cols = (tree.c.id, tree.c.name.label("location"), tree.c.room_id, tree.c.room, tree.c.path)
+    stmt = _with_stock(select(*cols, *_BIN_COLUMNS).select_from(tree).join(inventory_bins, b.location_id == tree.c.id))
+    # Under a location: the bins looked up by location, the subtree's ids first (SQLite's planner
+    # otherwise starts from the items and visits every bin of the site).
+    return stmt.where(b.location_id.in_(select(tree.c.id))) if start == "place" else stmt
+
+
+def _tree_rows(start: Literal["place", "room"]) -> Select[Any]:
+    tree = _tree(start)
+    return select(tree.c.id, tree.c.name, tree.c.room_id, tree.c.room, tree.c.path, tree.c.kind)
 
 
 def _ancestors() -> Select[Any]:
@@ -232,7 +299,12 @@ def _ancestors() -> Select[Any]:
     return select(up.c.id, up.c.kind, up.c.name).order_by(up.c.depth)  # the location first
 
 
-_ALL, _UNDER, _UP = _statement(False), _statement(True), _ancestors()
+_ALL, _UNDER, _UP = _statement("roots"), _statement("place"), _ancestors()
+_TREE_UNDER, _TREE_ROOM = _tree_rows("place"), _tree_rows("room")
+# The bins at a list of locations (``:ids``), the location id first (then as in ``_statement``).
+_AT = _with_stock(select(inventory_bins.c.location_id, *_BIN_COLUMNS).select_from(inventory_bins)).where(
+    inventory_bins.c.location_id.in_(bindparam("ids", expanding=True))
+)
 
 
 def status_of(r: tuple[Any, ...], now: float) -> BinStatus:
@@ -261,6 +333,6 @@ def status_of(r: tuple[Any, ...], now: float) -> BinStatus:
 
 
 __all__ = [
-    "LEVELS", "BinStatus", "Level", "Place", "bin_statuses", "level_of", "level_sql", "place", "statement",
-    "status_of", "under_params",
+    "LEVELS", "BinStatus", "Level", "NotARoom", "Place", "bin_statuses", "level_of", "level_sql", "place",
+    "room_rows", "rows_under", "statement", "status_of", "under_params",
 ]  # fmt: skip

@@ -470,3 +470,18 @@ def test_an_import_takes_a_larger_body_than_the_rest_of_the_api_up_to_its_own_li
         r = api.post(f"{V1}/import/items", content=b"x" * (MAX_IMPORT_BYTES + 1))
         assert (r.status_code, r.json()["error"]["field"]) == (413, "body")
         assert str(MAX_IMPORT_BYTES) in r.json()["error"]["message"]
+
+
+def test_a_large_subtree_is_read_in_one_query_with_the_same_answers(api: InProcessApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``status.MAX_LISTED`` locations the bins under a location are read with the subtree
+    in SQL instead of as a list of ids: the same rows either way."""
+    from inventory import status
+
+    ids = locations(api)
+    tx(api, "c1", kind="count", sku="GLV-NIT-M", location_id=ids["A1"], quantity=120)
+    urls = [f"{V1}/rooms/{ids['Ward 4B supply room']}/status", f"{V1}/levels?location={ids['Floor 4']}",
+            f"{V1}/levels?location={ids['Ward 4B supply room']}&status=below_reorder", f"{V1}/pick-list?location={ids['Main building']}"]  # fmt: skip
+    listed = [api.get(u).json() for u in urls]
+    monkeypatch.setattr(status, "MAX_LISTED", 0)
+    assert [api.get(u).json() for u in urls] == listed
+    assert len(listed[1]["items"]) == 3 and [b["sku"] for b in listed[2]["items"]] == ["GLV-NIT-M"]

@@ -13,6 +13,7 @@ Every stock change is written by ``inventory.ledger.Ledger`` with the logged-in 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
@@ -33,7 +34,7 @@ from ..auth import Principal, need
 from ..deps import StateDep
 from ..errors import BODY_ERRORS, ERROR_RESPONSES, MESSAGE_MAX, NOT_FOUND, error_response, show
 from ..models import ErrorBody, ErrorResponse
-from ..pagination import Cursor, CursorError, Limit, Page, decode_cursor, encode_cursor, paginate
+from ..pagination import Cursor, CursorError, Limit, Page, decode_cursor, encode_cursor
 from .alerts import _valid_text
 
 PREFIX = "/api/v1/inventory"
@@ -404,14 +405,18 @@ def room_status(
     levels: dict[str, int] = {}
     for s in statuses:
         levels[s.level] = levels.get(s.level, 0) + 1
-    page = paginate(statuses, lambda s: (s.path, s.name, s.sku, s.location_id), limit, cursor)
+    # a keyset page of the sorted list: the bins after the cursor's (path, name, sku, location)
+    after = _after(cursor, str, str, str, int)
+    keys = [[s.path, s.name, s.sku, s.location_id] for s in statuses]
+    start = 0 if after is None else bisect.bisect_right(keys, after)
+    page = _page(statuses[start : start + limit + 1], limit, lambda s: [s.path, s.name, s.sku, s.location_id], _bin_out)
     return {
         "room": {"id": place.id, "name": place.name, "path": place.path},
         "generated_at": now,
         "bins": len(statuses),
         "below_reorder_point": sum(1 for s in statuses if s.below_reorder_point),
         "levels": levels,
-        "items": [_bin_out(s) for s in page["items"]],
+        "items": page["items"],
         "next_cursor": page["next_cursor"],
     }
 
