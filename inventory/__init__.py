@@ -15,7 +15,7 @@ Built so far:
 * ``csvio.py``   — CSV import (all or nothing, every bad row) and export of items, locations, bins
 * ``feed.py``    — ``ShelfFeed``: the shelves' readings -> counts in the ledger (batched),
   anomalies counted and not applied, drift -> a recalibrate condition
+* ``queries.py`` — the API's reads: keyset pages of items, locations, bin statuses and ledger
+  rows, one room's status (dashboard_api/routers/inventory.py; docs/api.md, "Inventory")
 * ``errors.py``  — ``InventoryError``, ``InsufficientStock``, ``IdempotencyConflict``
-
-Not built yet (issue 10): the API; the service applying the site file's inventory at start-up.
 """
