@@ -3,9 +3,9 @@ readings, alerts, and where history lives. Written only by the service's event l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eqmon.config import Site
 from eqmon.domain import Alert, DeviceState, Quality, Reading
@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from alerts.store import AlertStore
     from collectors.embedded import EmbeddedStore
     from collectors.health import DeviceHealth
+
+
+class SimulatorControl(Protocol):
+    """Fault injection into the simulated devices running in this process (``eqmon demo`` hands
+    in simulators/control.py's ``FaultControl``). Devices as dicts (routers/simulators.py's
+    ``SimulatedDeviceOut``); ``KeyError`` for a device not simulated, ``ValueError`` for a bad
+    fault or params (its ``field``, when it has one: ``"fault"`` or ``"params"``)."""
+
+    def devices(self) -> list[dict[str, Any]]: ...
+
+    def inject(self, device_id: str, fault: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+    def clear(self, device_id: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -42,6 +55,11 @@ class MonitorState:
     silences_changed: Callable[[], None] = lambda: None
     # users, tokens and logins (dashboard_api/auth.py Authenticator); None: no logins possible
     auth: Any = None
+    # operations: the state database (SQLAlchemy Engine: reports), the readiness checks (/readyz:
+    # {"ready", "checked_at", "components"}), the simulators running in this process (eqmon demo)
+    db: Any = None
+    readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    simulators: SimulatorControl | None = None
 
     def audit(self, action: str, subject: str, detail: dict[str, Any], actor: str) -> None:
         if self.audit_log is not None:

@@ -44,6 +44,7 @@ from eqmon.domain import Alert, Reading
 from inventory.setup import apply_site_inventory
 
 from .metrics import SelfMetrics
+from .readiness import Readiness
 from .shelves import ShelfConsumer, StockConditions, has_shelf_bins
 
 log = logging.getLogger("eqmon")
@@ -215,6 +216,7 @@ class Service:
             audit_log=AuditLog(self.db),
             silences_changed=self.refresh_silences,
             auth=Authenticator(UserRepo(self.db), clock),
+            db=self.db,
         )
         # Subscribers, in order: the latest values first (what the API shows), then the engine.
         self.bus.subscribe_readings("latest-values", self.state.record)
@@ -233,6 +235,11 @@ class Service:
 
         self.metrics = SelfMetrics(self)
         self.state.metrics_text = self.metrics.text
+        # /readyz: collectors started (and not stopping), broker, sinks, spool, state database
+        self.collecting = False
+        self.stopping = False
+        self.readiness = Readiness(self)
+        self.state.readiness = self.readiness.check
         self.state.counters = self._health_counters
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -339,6 +346,7 @@ class Service:
             await self.shelves.start()  # knows its shelves before the first reading
         for c in self.collectors:
             await c.start()
+        self.collecting = True
         if self.mqtt_publisher is not None:
             self.mqtt_publisher.start()
         self.dispatcher.start()
@@ -366,6 +374,7 @@ class Service:
         return f"http://{self.site.api.host}:{port}"
 
     async def stop(self) -> None:
+        self.stopping = True
         for c in self.collectors:
             await c.stop()
         if self.shelves is not None:
@@ -390,6 +399,7 @@ class Service:
         if self.state.history is not None and self.state.history is not self.embedded:
             self.state.history.close()
         self.alert_store.close()
+        await self.readiness.database.close()
         self.db.dispose()
 
     async def _housekeep(self) -> None:

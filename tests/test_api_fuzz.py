@@ -73,7 +73,10 @@ def served_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def test_api_conforms_to_its_schema(case: Any, served_state: None) -> None:
     # as an admin (every scope: every operation is reached), with a token of its own (a generated
     # logout revokes only that one)
-    case.call_and_validate(checks=CHECKS, headers=auth_headers(APP.state.monitor, "admin"))
+    checks = CHECKS
+    if case.path == "/readyz":  # its 503 is an answer (the fuzzed service is built, not started), in the schema
+        checks = [c for c in CHECKS if c is not not_a_server_error]
+    case.call_and_validate(checks=checks, headers=auth_headers(APP.state.monitor, "admin"))
 
 
 # Values random generation rarely reaches: past 64 bits, non-finite, past year 9999.
