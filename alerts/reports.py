@@ -119,6 +119,10 @@ def parse_time(text: str, timezone: str) -> float:
             ts = parse_local_time(text, timezone)
         except OverflowError:  # a date and offset past what a timestamp holds
             ts = -1.0
+        except ValueError:
+            raise ValueError(
+                f"{text[:40]!r} is not an ISO 8601 date and time (e.g. 2026-03-02T07:00) nor Unix seconds"
+            ) from None
     if not 0 <= ts <= MAX_TS:
         raise ValueError(f"{text.strip()[:40]!r} is before 1970 or after 9999")
     return ts

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 from dashboard_api.state import MonitorState
 
 from . import errors
-from .routers import alerts, auth, devices, health, silences, telemetry
+from .routers import alerts, auth, devices, health, reports, silences, simulators, telemetry
 
 STATIC = Path(__file__).parent / "static"
 
@@ -31,6 +31,8 @@ def create_app(state: MonitorState) -> FastAPI:
     app.include_router(silences.router)
     app.include_router(health.router)
     app.include_router(telemetry.router)
+    app.include_router(reports.router)
+    app.include_router(simulators.router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

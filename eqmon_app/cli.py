@@ -578,6 +578,9 @@ async def _demo(args: argparse.Namespace) -> int:
                 receiver = WebhookReceiver(log_file=data_dir / "webhook.jsonl").start()
                 site = site.model_copy(update={"notifications": _demo_notifications(receiver.url)})
             service = Service(site, data_dir=data_dir, mqtt=mqtt, api_port=args.port, delay_scale=DEMO_DELAY_SCALE)
+            from simulators.control import FaultControl
+
+            service.state.simulators = FaultControl(sim)  # /api/v1/simulators: the tester's faults
             await service.start()
             logins = _demo_users(service)
             print(f"eqmon demo — {site.site.name} ({args.config})")
@@ -595,6 +598,7 @@ async def _demo(args: argparse.Namespace) -> int:
             print(
                 f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts"
             )
+            print(f"  fault injection        {service.api_url}/api/v1/simulators  (coordinator or admin)")
             for step in site.scenario:
                 print(f"  scenario: at {step.at:g} s, {step.fault} on {step.device} {step.param_values()}")
             if site.inventory is not None:
