@@ -60,6 +60,11 @@ def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _retrieve(f: asyncio.Future[float]) -> None:
+    if not f.cancelled():
+        f.exception()
+
+
 class DatabaseProbe:
     """``SELECT 1`` on an engine in a worker thread: bounded, one at a time, briefly cached."""
 
@@ -83,6 +88,7 @@ class DatabaseProbe:
             return self._last[1]
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(asyncio.to_thread(self._select_one))
+            self._probe.add_done_callback(_retrieve)  # a probe that failed after its timeout: no warning
             self._started = now
         try:
             took = await asyncio.wait_for(asyncio.shield(self._probe), self.timeout)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,9 @@ import pytest
 from alerts import reports
 from collectors.errors import SpoolFull
 from eqmon.config import Site
+from eqmon.db.engine import create
 from eqmon.domain import Reading
+from eqmon_app.readiness import DatabaseProbe
 from eqmon_app.service import Service
 from simulators import SimulatedSite
 from simulators.control import FaultControl
@@ -144,6 +147,34 @@ async def _not_ready(client: httpx.AsyncClient) -> httpx.Response | None:
     r = await client.get("/readyz")
     assert r.status_code in (200, 503), r.text
     return r if r.status_code == 503 else None
+
+
+def test_the_database_check_is_bounded_and_one_at_a_time() -> None:
+    """A database that accepts the connection and never answers: the check says down after its
+    timeout, and a second check does not start a second thread while the first hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()  # connections wait in the backlog: never accepted, never answered
+    engine = create(f"postgresql+psycopg://eqmon@127.0.0.1:{listener.getsockname()[1]}/eqmon")
+    probe = DatabaseProbe(engine, timeout=0.3, cache_s=0)
+
+    async def main() -> None:
+        try:
+            t0 = time.monotonic()
+            first = await probe.check()
+            assert first["state"] == "down" and first["detail"].startswith("no answer to SELECT 1"), first
+            assert time.monotonic() - t0 < 1.5
+            hung = probe._probe
+            again = await probe.check()
+            assert again["state"] == "down" and probe._probe is hung and not hung.done()
+        finally:
+            listener.close()  # the waiting connection is refused: the thread ends
+            await until(lambda: asyncio.sleep(0, probe._probe is not None and probe._probe.done()), 15, "the probe's end")
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.dispose()
 
 
 def test_readyz_broker_down_is_degraded_within_the_grace_then_503(tmp_path: Path) -> None:
