@@ -16,7 +16,17 @@ from fastapi.responses import FileResponse
 from dashboard_api.state import MonitorState
 
 from . import errors
-from .routers import alerts, auth, devices, health, reports, silences, simulators, telemetry
+from .routers import (
+    alerts,
+    auth,
+    devices,
+    health,
+    incidents,
+    reports,
+    silences,
+    simulators,
+    telemetry,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -28,6 +38,7 @@ def create_app(state: MonitorState) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(devices.router)
     app.include_router(alerts.router)
+    app.include_router(incidents.router)
     app.include_router(silences.router)
     app.include_router(health.router)
     app.include_router(telemetry.router)

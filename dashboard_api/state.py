@@ -3,11 +3,13 @@ readings, alerts, and where history lives. Written only by the service's event l
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
-from eqmon.config import Site
+from alerts.incidents import outage_groups
+from eqmon.config import Device, Site
 from eqmon.domain import Alert, DeviceState, Quality, Reading
 
 if TYPE_CHECKING:
@@ -69,8 +71,12 @@ class MonitorState:
         for r in readings:
             self.latest.setdefault(r.device_id, {})[r.metric] = r
 
-    def device_view(self, device_id: str) -> dict[str, Any]:
-        d = self.site.device(device_id)
+    def device_view(
+        self, device_id: str, open_alerts: Mapping[str, list[dict[str, Any]]] | None = None
+    ) -> dict[str, Any]:
+        """``open_alerts``: the open alerts' refs by device (``open_alert_refs``), when a caller
+        builds several views at once."""
+        d = self.devices_by_id[device_id]  # KeyError: no such device
         h = self.health[device_id].snapshot()
         readings = self.latest.get(device_id, {})
         work = self.engine.maintenance(device_id)
@@ -87,10 +93,9 @@ class MonitorState:
             "last_error": h.last_error,
             "consecutive_failures": h.consecutive_failures,
             "rejected_registers": [r.as_dict() for r in h.rejected],  # Modbus: {name, table, address, exception}
-            "open_alerts": [
-                {"id": a.id, "severity": str(a.severity), "metric": a.metric}
-                for a in self.engine.active() if a.device_id == device_id
-            ],
+            "open_alerts": (
+                self.open_alert_refs() if open_alerts is None else open_alerts
+            ).get(device_id, []),
             "readings": self.readings_view(readings, h.state, maintenance=work is not None),
             "maintenance": None if work is None else {
                 "id": work.id, "owner": work.owner, "reason": work.reason, "until": work.ends_at,
@@ -98,7 +103,51 @@ class MonitorState:
         }  # fmt: skip
 
     def devices_view(self) -> list[dict[str, Any]]:
-        return [self.device_view(d.id) for d in self.site.devices]
+        refs = self.open_alert_refs()
+        return [self.device_view(d.id, refs) for d in self.site.devices]
+
+    def open_alert_refs(self) -> dict[str, list[dict[str, Any]]]:
+        """The open alerts as ``{device_id: [{id, severity, metric}, …]}``, oldest first."""
+        refs: dict[str, list[dict[str, Any]]] = {}
+        for a in self.engine.active():
+            refs.setdefault(a.device_id, []).append({"id": a.id, "severity": str(a.severity), "metric": a.metric})
+        return refs
+
+    @cached_property
+    def devices_by_id(self) -> dict[str, Device]:
+        """The site's devices by id (``Site.device`` looks through the list)."""
+        return {d.id: d for d in self.site.devices}
+
+    @cached_property
+    def devices_by_location(self) -> list[tuple[tuple[str, str], Device]]:
+        """The site's devices keyed and sorted by (location, id): the device list's order."""
+        return sorted(((d.location, d.id), d) for d in self.site.devices)
+
+    @cached_property
+    def _locations(self) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
+        where = {d.id: d.location for d in self.site.devices}
+        subjects: dict[str, set[str]] = {}
+        for dev_id, loc in where.items():
+            subjects.setdefault(loc, set()).add(dev_id)
+        for g in outage_groups(self.site):  # an incident is in every location of its devices
+            for loc in {where[m] for m in g.members}:
+                subjects[loc].add(g.key)
+        return where, {loc: frozenset(s) for loc, s in subjects.items()}
+
+    def alert_location(self, a: Alert) -> str | None:
+        """The alert's location: its device's, or (an incident) the one all its devices share."""
+        loc = self._locations[0].get(a.device_id) or a.extra.get("location")
+        return loc if isinstance(loc, str) and loc else None
+
+    def location_subjects(self, location: str) -> frozenset[str]:
+        """The alert subjects (``device_id``) of a location: its devices and the outage groups
+        (incidents) with a device there."""
+        return self._locations[1].get(location, frozenset())
+
+    def alert_view(self, a: Alert) -> dict[str, Any]:
+        view = a.as_dict()
+        view["location"] = self.alert_location(a)
+        return view
 
     def alerts_view(self, *, include_resolved: bool = True, limit: int = 200) -> list[Alert]:
         open_alerts = self.engine.active()

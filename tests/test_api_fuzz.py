@@ -53,7 +53,7 @@ def served_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             Reading("fridge-2", "temperature_c", 5.0, now - 600, unit="°C"),
         ])  # fmt: skip
         api.service.engine.raise_system("fuzz-alert", Severity.WARNING, "WARNING eqmon: fuzzing", now)
-        for d in api.get("/api/v1/devices").json():
+        for d in api.get("/api/v1/devices").json()["items"]:
             DeviceOut.model_validate(d)
         APP.state.monitor = api.service.state
         try:
