@@ -20,6 +20,7 @@ from .routers import (
     alerts,
     auth,
     devices,
+    events,
     health,
     incidents,
     reports,
@@ -44,6 +45,7 @@ def create_app(state: MonitorState) -> FastAPI:
     app.include_router(telemetry.router)
     app.include_router(reports.router)
     app.include_router(simulators.router)
+    app.include_router(events.router)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from eqmon.domain import AlertState, DeviceState, Quality, Severity
+from inventory.status import Level as StockLevel
 
 Value = float | int | bool | str | None
 
@@ -243,3 +244,42 @@ class DeadLettersOut(BaseModel):
 class MqttDeadLettersOut(BaseModel):
     counts: dict[str, int]
     items: list[dict[str, Any]]
+
+
+# -- live updates (GET /api/v1/events): the data of each event type ---------------------------
+# (``alert`` events carry an AlertOut)
+
+
+class DeviceEventOut(BaseModel):
+    """A device's status changed (or the set of registers it rejects)."""
+
+    id: str = Field(description="the device id")
+    status: DeviceState
+    status_since: float | None
+    last_seen: float | None = Field(description="its last successful poll or message, Unix seconds")
+    last_error: str | None
+    reason: str = Field(description="why it changed, one line (empty when it came back online)")
+    rejected_registers: list[dict[str, Any]] = Field(
+        default_factory=list, description="Modbus registers the device rejects: name, table, address, exception"
+    )
+
+
+class StockEventOut(BaseModel):
+    """A bin's stock status changed: its level or its count on hand."""
+
+    item_id: int
+    sku: str
+    name: str = Field(description="the item's name")
+    unit: str
+    location_id: int
+    location: str = Field(description="the bin's location's name")
+    room: str = Field(description="the supply room it is in")
+    path: str = Field(description="the room and the finer locations down to the bin")
+    on_hand: int
+    level: StockLevel = Field(description="out, below_min, below_reorder, in_stock or above_par")
+    min_qty: int
+    reorder_point: int
+    par: int
+    days_of_supply: float | None = Field(description="at the recent rate of use; null when no use was seen")
+    stockout_at: float | None = Field(description="when it runs out at that rate, Unix seconds; null when no use was seen")
+

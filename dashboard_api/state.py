@@ -3,20 +3,24 @@ readings, alerts, and where history lives. Written only by the service's event l
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from alerts.incidents import outage_groups
 from eqmon.config import Device, Site
-from eqmon.domain import Alert, DeviceState, Quality, Reading
+from eqmon.domain import Alert, DeviceState, DeviceStatusEvent, Quality, Reading
+
+from .events import EventHub
+from .models import AlertOut, DeviceEventOut, StockEventOut
 
 if TYPE_CHECKING:
     from alerts.engine import AlertEngine
     from alerts.store import AlertStore
     from collectors.embedded import EmbeddedStore
     from collectors.health import DeviceHealth
+    from inventory.status import BinStatus
 
 
 class SimulatorControl(Protocol):
@@ -62,6 +66,51 @@ class MonitorState:
     db: Any = None
     readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
     simulators: SimulatorControl | None = None
+    # live updates (GET /api/v1/events): the hub, and each bin's (level, on hand) last published
+    events: EventHub = field(default_factory=EventHub)
+    stock_published: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
+
+    # -- live updates: what the service calls when something changed ---------------------------
+
+    def publish_alert(self, alert: Alert) -> None:
+        """An alert was raised, changed, acknowledged, silenced or resolved (after its save)."""
+        self.events.publish("alert", AlertOut.model_validate(alert.as_dict()))
+
+    def publish_device(self, event: DeviceStatusEvent) -> None:
+        """Bus status subscriber: a device's status changed (or the registers it rejects)."""
+        h = self.health[event.device_id].snapshot()
+        self.events.publish("device", DeviceEventOut(
+            id=event.device_id, status=h.state, status_since=h.since, last_seen=h.last_success,
+            last_error=h.last_error, reason=event.reason,
+            rejected_registers=[r.as_dict() for r in h.rejected],
+        ))  # fmt: skip
+
+    def publish_stock(self, bins: Iterable[BinStatus], *, announce_new: bool = True) -> int:
+        """Bins whose stock status may have changed (``inventory.status.BinStatus``, e.g. from
+        ``bin_statuses`` after a stock change): a ``stock`` event for each whose level or
+        on-hand count differs from what was last published (a bin not published before: only
+        when ``announce_new``). Returns how many were published. From any thread (off the
+        service's loop it runs on the loop soon, and returns 0)."""
+        if not self.events.on_loop():
+            self.events.call_on_loop(self.publish_stock, list(bins), announce_new=announce_new)
+            return 0
+        n = 0
+        for b in bins:
+            key, now = (b.item_id, b.location_id), (str(b.level), b.on_hand)
+            was = self.stock_published.get(key)
+            if was == now:
+                continue
+            self.stock_published[key] = now
+            if was is None and not announce_new:
+                continue
+            self.events.publish("stock", StockEventOut(
+                item_id=b.item_id, sku=b.sku, name=b.name, unit=b.unit, location_id=b.location_id,
+                location=b.location, room=b.room, path=b.path, on_hand=b.on_hand, level=b.level,
+                min_qty=b.min_qty, reorder_point=b.reorder_point, par=b.par,
+                days_of_supply=b.days_of_supply, stockout_at=b.stockout_at,
+            ))  # fmt: skip
+            n += 1
+        return n
 
     def audit(self, action: str, subject: str, detail: dict[str, Any], actor: str) -> None:
         if self.audit_log is not None:
