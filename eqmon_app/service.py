@@ -221,12 +221,14 @@ class Service:
         # Subscribers, in order: the latest values first (what the API shows), then the engine.
         self.bus.subscribe_readings("latest-values", self.state.record)
         self.bus.subscribe_readings("alert-engine", self.engine.on_readings)
+        self.bus.subscribe_status("live-updates", self.state.publish_device)  # GET /api/v1/events
         self.bus.subscribe_status("alert-engine", self.engine.on_status)
         # The inventory: shelf readings -> counts in the ledger (a worker thread) -> stock and
         # recalibrate conditions -> the engine (on the loop); only when a bin has a shelf.
         # Every bin's stock condition is reviewed every STOCK_REVIEW_S as well (housekeeping).
         self.stock_review = StockConditions(self.db, site.site.timezone) if site.inventory is not None else None
         self._last_stock_review = 0.0
+        self._stock_reviews = 0
         self.shelves: ShelfConsumer | None = None
         if has_shelf_bins(self.db):
             names = {d.id: f"{d.display_name} ({d.location})" if d.location else d.display_name for d in site.devices}
@@ -319,6 +321,10 @@ class Service:
         self.alert_store.save(alert, also=also)
         if queued:
             self.dispatcher.wake()
+        try:
+            self.state.publish_alert(alert)  # the live updates (GET /api/v1/events)
+        except Exception:
+            log.exception("live updates: cannot publish alert %s", alert.id)
         for n in self.notifiers:
             try:
                 n.notify(alert)
@@ -340,6 +346,7 @@ class Service:
                 exc.errno, f"cannot listen on {self.site.api.host}:{self.api_port} for the API: {exc.strerror}"
             ) from None
         self.state.started_at = self.clock()
+        self.state.events.bind(asyncio.get_running_loop())
         for s in self.sinks:
             s.start()
         if self.shelves is not None:
@@ -357,6 +364,8 @@ class Service:
             port=self.api_port,
             log_level="warning",
             lifespan="off",
+            # a live-updates stream whose client stopped reading cannot end by itself
+            timeout_graceful_shutdown=5,
         )
         self._server = _Server(config)
         self._server_task = asyncio.create_task(self._server.serve(sockets=[api_sock]), name="api")
@@ -384,6 +393,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         if self._server is not None and self._server_task is not None:
+            self.state.events.close()  # the live-updates streams end (their clients reconnect)
             self._server.should_exit = True
             await self._server_task
         await self.dispatcher.stop()
@@ -442,13 +452,18 @@ class Service:
         the loop): raised, updated (the predicted stock-out nears) or resolved (a receipt)."""
         self._last_stock_review = now
         assert self.stock_review is not None
+        first = self._stock_reviews == 0
         try:
-            conditions = await asyncio.to_thread(self.stock_review.every_bin, now)
+            statuses, conditions = await asyncio.to_thread(self.stock_review.review, now)
         except Exception:  # the database is away: the next review tries again
             log.exception("inventory: cannot review the stock levels; trying again in %g s", STOCK_REVIEW_S)
             return
+        self._stock_reviews += 1
         for c in conditions:
             self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=now)
+        # live updates: the bins whose level or count changed since the last review (the first
+        # review only learns them)
+        self.state.publish_stock(statuses, announce_new=not first)
 
     def refresh_silences(self) -> None:
         """Hand the engine the silences and maintenance windows as stored now (on the loop:
