@@ -382,6 +382,8 @@ def test_hundred_clients_each_get_the_alert_once(tmp_path: Path) -> None:
                     for s in streams:
                         await s.next()
                     assert hub.clients == 100
+                    metrics = (await client.get("/metrics")).text
+                    assert "eqmon_api_event_streams 100.0" in metrics, metrics
                     a = raise_alert(service, "sse-hundred")
                     # (the service may raise alerts of its own meanwhile: its devices go offline)
                     got = await asyncio.gather(*(s.until(lambda e: e.data["id"] == a.id) for s in streams))
