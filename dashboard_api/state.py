@@ -74,7 +74,7 @@ class MonitorState:
 
     def publish_alert(self, alert: Alert) -> None:
         """An alert was raised, changed, acknowledged, silenced or resolved (after its save)."""
-        self.events.publish("alert", AlertOut.model_validate(alert.as_dict()))
+        self.events.publish("alert", AlertOut.model_validate(self.alert_view(alert)))
 
     def publish_device(self, event: DeviceStatusEvent) -> None:
         """Bus status subscriber: a device's status changed (or the registers it rejects)."""
