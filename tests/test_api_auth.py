@@ -54,13 +54,16 @@ def test_each_role_gets_401_without_a_token_403_without_the_scope_and_through_wi
     for method, url, scopes in operations(api):
         if (method, url) in OPEN or url == "/api/v1/auth/logout":
             continue
-        r = api.request(method, url, headers=NO_AUTH, json={})
+        # the live-updates stream never ends (the ASGI transport waits for the end): asked with a
+        # filter it refuses, it answers 422 once through the token and scope check
+        params = {"types": "-"} if url == "/api/v1/events" else None
+        r = api.request(method, url, headers=NO_AUTH, json={}, params=params)
         assert r.status_code == 401, (method, url, r.text)
         assert r.headers["www-authenticate"] == "Bearer" and r.json()["error"]["code"] == "unauthorized"
-        bad = api.request(method, url, headers={"Authorization": "Bearer not-a-token"}, json={})
+        bad = api.request(method, url, headers={"Authorization": "Bearer not-a-token"}, json={}, params=params)
         assert bad.status_code == 401, (method, url, bad.text)
         for role in ROLES:
-            r = api.request(method, url, headers=headers[role], json={})
+            r = api.request(method, url, headers=headers[role], json={}, params=params)
             if scopes[0] in ROLE_SCOPES[role]:
                 assert r.status_code not in (401, 403), (role, method, url, r.text)
             else:
