@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -103,6 +104,30 @@ def shift_name(p: Period) -> str:
     return "day shift" if datetime.fromtimestamp(s.since, s.tz).hour == DAY_SHIFT_START else "night shift"
 
 
+MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z
+_UNIX_SECONDS = re.compile(r"^\s*\d{1,12}(\.\d{1,9})?\s*$")
+
+
+def parse_time(text: str, timezone: str) -> float:
+    """A time as ``eqmon report`` and the API take it: Unix seconds (``1772431200``, a plain
+    number: digits and an optional fraction) or ISO 8601 (see ``parse_local_time``: without an
+    offset, local to ``timezone``), between 1970 and 9999. ``ValueError`` otherwise."""
+    if _UNIX_SECONDS.match(text):
+        ts = float(text)
+    else:
+        try:
+            ts = parse_local_time(text, timezone)
+        except OverflowError:  # a date and offset past what a timestamp holds
+            ts = -1.0
+        except ValueError:
+            raise ValueError(
+                f"{text[:40]!r} is not an ISO 8601 date and time (e.g. 2026-03-02T07:00) nor Unix seconds"
+            ) from None
+    if not 0 <= ts <= MAX_TS:
+        raise ValueError(f"{text.strip()[:40]!r} is before 1970 or after 9999")
+    return ts
+
+
 def parse_local_time(text: str, timezone: str) -> float:
     """An ISO 8601 date or date and time (``2026-03-02``, ``2026-03-02T07:00``, ``2026-03-02
     07:00:00+01:00``, ``…Z``) as Unix seconds; without an offset it is local to ``timezone``
@@ -114,6 +139,47 @@ def parse_local_time(text: str, timezone: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=ZoneInfo(timezone))
     return dt.timestamp()
+
+
+VOLUME_DAYS = 7  # the alert volume's default period: the last 7 days
+SHIFT_HOURS = 12  # the other reports' default length when only --until is given
+
+
+def report_period(report: str, since: float | None, until: float | None, timezone: str, *, now: float) -> Period:
+    """The period of a report as ``eqmon report`` and the API choose it: with neither bound, the
+    current shift (shift, excursions) or the last 7 days (alert-volume); a missing ``until`` is
+    now, a missing ``since`` 12 hours (7 days) before ``until``. ``EmptyPeriod`` (a ValueError)
+    for a period that does not start before it ends, ``ValueError`` for an unknown report."""
+    if report not in REPORTS:
+        raise ValueError(f"unknown report {report!r}; expected one of {', '.join(REPORTS)}")
+    back = VOLUME_DAYS * 86400.0 if report == "alert-volume" else SHIFT_HOURS * 3600.0
+    if since is None and until is None and report != "alert-volume":
+        period = shift_at(now, timezone)
+    else:
+        until = now if until is None else until
+        period = Period(until - back if since is None else since, until, timezone)
+    if period.since >= period.until:
+        raise EmptyPeriod(period)
+    return period
+
+
+class EmptyPeriod(ValueError):
+    """A period that does not start before it ends."""
+
+    def __init__(self, period: Period) -> None:
+        super().__init__(f"since must be before until ({period.describe()})")
+        self.period = period
+
+
+def make_report(engine: Engine, report: str, period: Period, *, now: float | None = None) -> Report:
+    """``report`` (one of ``REPORTS``) over ``period``."""
+    if report == "shift":
+        return shift_summary(engine, period, now=now)
+    if report == "excursions":
+        return excursions(engine, period, now=now)
+    if report == "alert-volume":
+        return alert_volume(engine, period)
+    raise ValueError(f"unknown report {report!r}; expected one of {', '.join(REPORTS)}")
 
 
 # -- reading the history -------------------------------------------------------------------

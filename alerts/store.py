@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, insert, select, text, update
+from sqlalchemy import Connection, Engine, RowMapping, insert, or_, select, text, update
 
 from eqmon.db import StateDatabaseError, writing
-from eqmon.db.schema import OPEN, alert_events, alerts, meta
+from eqmon.db.schema import OPEN, alert_events, alerts, meta, notification_outbox
 from eqmon.domain import Alert, AlertState, Severity
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,85 @@ class AlertStore:
         with self._engine.connect() as conn:
             r = conn.execute(select(alerts).where(alerts.c.id == alert_id)).mappings().first()
             return None if r is None else _alert(r)
+
+    def resolved_page(
+        self,
+        *,
+        limit: int,
+        before: tuple[float, str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        resolved_since: float | None = None,
+        severities: Collection[str] | None = None,
+        device_id: str | None = None,
+        device_ids: Collection[str] | None = None,
+        rule_id: str | None = None,
+        rule_prefix: str | None = None,
+        location: str | None = None,
+    ) -> list[Alert]:
+        """Resolved alerts, newest first (``started_at`` then ``id``, descending): at most
+        ``limit`` of those after the keyset ``before`` (``(started_at, id)`` of the last one
+        served). One bounded query on the ``started_at`` index, whatever the history's size.
+
+        Filters: started at or after ``since`` and at or before ``until``; resolved at or after
+        ``resolved_since``; ``severities``; ``device_id``; ``device_ids`` (an empty collection
+        matches nothing);
+        ``rule_id`` or a ``rule_prefix``; with ``location``, the alerts whose device is one of
+        ``device_ids`` *or* whose ``extra["location"]`` is ``location``."""
+        c = alerts.c
+        q = select(alerts).where(c.state == str(AlertState.RESOLVED))
+        if since is not None:
+            q = q.where(c.started_at >= since)
+        if until is not None:
+            q = q.where(c.started_at <= until)
+        if resolved_since is not None:
+            q = q.where(c.resolved_at >= resolved_since)
+        if severities is not None:
+            q = q.where(c.severity.in_(sorted(severities)))
+        if device_id is not None:
+            q = q.where(c.device_id == device_id)
+        if rule_id is not None:
+            q = q.where(c.rule_id == rule_id)
+        if rule_prefix is not None:
+            q = q.where(c.rule_id.startswith(rule_prefix, autoescape=True))
+        by_device = None if device_ids is None else c.device_id.in_(sorted(device_ids))
+        if location is not None:
+            at = c.extra["location"].as_string() == location
+            q = q.where(at if by_device is None else or_(by_device, at))
+        elif by_device is not None:
+            q = q.where(by_device)
+        if before is not None:
+            ts, last = before
+            # ``started_at <= ts`` first: a range on the index, not an OR the planner cannot use
+            q = q.where(c.started_at <= ts, or_(c.started_at < ts, c.id < last))
+        q = q.order_by(c.started_at.desc(), c.id.desc()).limit(limit)
+        with self._engine.connect() as conn:
+            return [_alert(r) for r in conn.execute(q).mappings()]
+
+    def notifications(self, alert_id: str) -> list[dict[str, Any]]:
+        """The messages about one alert in the notification outbox, oldest first: ``channel``,
+        ``state`` (pending, sent, failed), ``attempts``, ``created_at``, ``sent_at``, ``event``
+        (raised, reminder, escalation …) and ``contact`` (the person's name from the rota, or
+        None for a channel). Never the recipient's address: it may hold a webhook's secret."""
+        o = notification_outbox.c
+        q = (
+            select(o.channel, o.state, o.attempts, o.created_at, o.sent_at, o.payload)
+            .where(o.alert_id == alert_id)
+            .order_by(o.id)
+        )
+        out = []
+        with self._engine.connect() as conn:
+            for r in conn.execute(q).mappings():
+                doc = r["payload"] if isinstance(r["payload"], dict) else {}
+                recipient = doc.get("recipient")
+                if not isinstance(recipient, dict):
+                    recipient = {}
+                out.append({
+                    "channel": r["channel"], "state": r["state"], "attempts": r["attempts"],
+                    "created_at": r["created_at"], "sent_at": r["sent_at"],
+                    "event": str(doc.get("event") or "notification"), "contact": recipient.get("contact"),
+                })  # fmt: skip
+        return out
 
     def events(self, alert_id: str) -> list[dict[str, Any]]:
         """The alert's history, oldest first: ``ts``, ``kind``, ``actor``, ``note``."""

@@ -119,6 +119,11 @@ class SinkRunner:
             self._wake.set()
 
     @property
+    def running(self) -> bool:
+        """Started and its loop has not ended (stop(), or a bug: logged)."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def depth(self) -> int:
         """Readings this sink has not confirmed yet."""
         return self.spool.pending(self.sink.name)

@@ -16,7 +16,19 @@ from fastapi.responses import FileResponse
 from dashboard_api.state import MonitorState
 
 from . import errors
-from .routers import alerts, auth, devices, health, inventory, silences, telemetry
+from .routers import (
+    alerts,
+    auth,
+    devices,
+    events,
+    health,
+    incidents,
+    inventory,
+    reports,
+    silences,
+    simulators,
+    telemetry,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -28,9 +40,13 @@ def create_app(state: MonitorState) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(devices.router)
     app.include_router(alerts.router)
+    app.include_router(incidents.router)
     app.include_router(silences.router)
     app.include_router(health.router)
     app.include_router(telemetry.router)
+    app.include_router(reports.router)
+    app.include_router(simulators.router)
+    app.include_router(events.router)
     app.include_router(inventory.router)
 
     @app.get("/", include_in_schema=False)

@@ -340,15 +340,15 @@ def _user_parsers(sub: Any) -> None:
         q.add_argument("--data-dir", default="data")
 
 
-REPORT_VOLUME_DAYS = 7
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``eqmon report shift|excursions|alert-volume``: read the alert history in the state
-    database (never migrating or creating it). Times are the site's (``site.timezone`` of
-    ``--config``; UTC without one). Without ``--since``/``--until``: the current shift (shift,
-    excursions) or the last 7 days (alert-volume); a missing ``--until`` is now, a missing
-    ``--since`` 12 hours (7 days) before ``--until``. A bad time: one line, exit 2; a database
+    database (never migrating or creating it). Times are Unix seconds or ISO 8601 local to the
+    site (``site.timezone`` of ``--config``; UTC without one). Without ``--since``/``--until``:
+    the current shift (shift, excursions) or the last 7 days (alert-volume); a missing
+    ``--until`` is now, a missing ``--since`` 12 hours (7 days) before ``--until``
+    (``reports.report_period``, as the API's). A bad time: one line, exit 2; a database
     missing, empty or out of reach: one line, exit 1."""
     import time
 
@@ -365,19 +365,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     times: dict[str, float | None] = {}
     for flag, text in (("--since", args.since), ("--until", args.until)):
         try:
-            times[flag] = None if text is None else reports.parse_local_time(text, tz)
+            times[flag] = None if text is None else reports.parse_time(text, tz)
         except ValueError as exc:
             print(f"{what}: {flag}: {exc}", file=sys.stderr)
             return 2
-    since, until = times["--since"], times["--until"]
-    back = REPORT_VOLUME_DAYS * 86400.0 if args.report == "alert-volume" else 12 * 3600.0
-    if since is None and until is None and args.report != "alert-volume":
-        period = reports.shift_at(now, tz)
-    else:
-        until = now if until is None else until
-        period = reports.Period(until - back if since is None else since, until, tz)
-    if period.since >= period.until:
-        print(f"{what}: --since must be before --until ({period.describe()})", file=sys.stderr)
+    try:
+        period = reports.report_period(args.report, times["--since"], times["--until"], tz, now=now)
+    except reports.EmptyPeriod as exc:
+        print(f"{what}: --since must be before --until ({exc.period.describe()})", file=sys.stderr)
         return 2
 
     cfg = site.database if site else Database()
@@ -399,13 +394,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if rev != db.HEAD:
             print(f"{what}: state database {db.redacted(engine)} is at revision {rev}, not {db.HEAD}: run eqmon db upgrade", file=sys.stderr)
             return 2
-        report: reports.Report
-        if args.report == "shift":
-            report = reports.shift_summary(engine, period, now=now)
-        elif args.report == "excursions":
-            report = reports.excursions(engine, period, now=now)
-        else:
-            report = reports.alert_volume(engine, period)
+        report = reports.make_report(engine, args.report, period, now=now)
     except db.SchemaTooNew as exc:
         print(f"{what}: {exc}", file=sys.stderr)
         return 2
@@ -589,6 +578,9 @@ async def _demo(args: argparse.Namespace) -> int:
                 receiver = WebhookReceiver(log_file=data_dir / "webhook.jsonl").start()
                 site = site.model_copy(update={"notifications": _demo_notifications(receiver.url)})
             service = Service(site, data_dir=data_dir, mqtt=mqtt, api_port=args.port, delay_scale=DEMO_DELAY_SCALE)
+            from simulators.control import FaultControl
+
+            service.state.simulators = FaultControl(sim)  # /api/v1/simulators: the tester's faults
             await service.start()
             logins = _demo_users(service)
             print(f"eqmon demo — {site.site.name} ({args.config})")
@@ -606,6 +598,7 @@ async def _demo(args: argparse.Namespace) -> int:
             print(
                 f"  API                    {service.api_url}/api/v1/devices  {service.api_url}/api/v1/alerts"
             )
+            print(f"  fault injection        {service.api_url}/api/v1/simulators  (coordinator or admin)")
             for step in site.scenario:
                 print(f"  scenario: at {step.at:g} s, {step.fault} on {step.device} {step.param_values()}")
             if site.inventory is not None:
@@ -807,8 +800,8 @@ def main(argv: list[str] | None = None) -> int:
         ("alert-volume", "alerts per rule and device, per day, with the median duration: the noisy rules"),
     ):
         q = rsub.add_parser(name, help=what)
-        q.add_argument("--since", default=None, help="ISO 8601, local to the site (e.g. 2026-03-02T07:00)")
-        q.add_argument("--until", default=None, help="ISO 8601, local to the site; default: now")
+        q.add_argument("--since", default=None, help="ISO 8601, local to the site (e.g. 2026-03-02T07:00), or Unix seconds")
+        q.add_argument("--until", default=None, help="ISO 8601, local to the site, or Unix seconds; default: now")
         fmt = q.add_mutually_exclusive_group()
         fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
         fmt.add_argument("--json", action="store_true", help="JSON")

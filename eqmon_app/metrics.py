@@ -51,6 +51,7 @@ class Sources(Protocol):
     accept_calls: int
     accept_seconds: float
     shelves: Any  # eqmon_app.shelves.ShelfConsumer, or None (no bin has a shelf)
+    state: Any  # dashboard_api.state.MonitorState (its live-updates hub)
 
 
 class _ServiceCollector:
@@ -158,6 +159,15 @@ class _ServiceCollector:
         for severity, count in by_severity.items():
             open_alerts.add_metric([severity], count)
         yield open_alerts
+
+        hub = s.state.events  # the live updates, GET /api/v1/events (dashboard_api/events.py)
+        yield gauge("eqmon_api_event_streams", "Live-update (Server-Sent Events) streams open.", hub.clients)
+        yield counter("eqmon_api_events_published", "Live-update events published (alert, device, stock).", hub.published)
+        yield counter(
+            "eqmon_api_event_resets",
+            "Live-update streams told to reload (an id no longer kept, or too far behind).",
+            hub.resets,
+        )
 
         if s.shelves is not None:
             yield from _shelf_metrics(s.shelves)

@@ -44,6 +44,7 @@ from eqmon.domain import Alert, Reading
 from inventory.setup import apply_site_inventory
 
 from .metrics import SelfMetrics
+from .readiness import Readiness
 from .shelves import ShelfConsumer, StockConditions, has_shelf_bins
 
 log = logging.getLogger("eqmon")
@@ -221,6 +222,7 @@ class Service:
         # Subscribers, in order: the latest values first (what the API shows), then the engine.
         self.bus.subscribe_readings("latest-values", self.state.record)
         self.bus.subscribe_readings("alert-engine", self.engine.on_readings)
+        self.bus.subscribe_status("live-updates", self.state.publish_device)  # GET /api/v1/events
         self.bus.subscribe_status("alert-engine", self.engine.on_status)
         # The inventory: shelf readings -> counts in the ledger (a worker thread) -> stock and
         # recalibrate conditions -> the engine (on the loop); only when a bin has a shelf.
@@ -229,6 +231,7 @@ class Service:
         self.stock_conditions = StockConditions(self.db, site.site.timezone)
         self.stock_review = self.stock_conditions if site.inventory is not None else None
         self._last_stock_review = 0.0
+        self._stock_reviews = 0
         self.shelves: ShelfConsumer | None = None
         if has_shelf_bins(self.db):
             names = {d.id: f"{d.display_name} ({d.location})" if d.location else d.display_name for d in site.devices}
@@ -237,6 +240,11 @@ class Service:
 
         self.metrics = SelfMetrics(self)
         self.state.metrics_text = self.metrics.text
+        # /readyz: collectors started (and not stopping), broker, sinks, spool, state database
+        self.collecting = False
+        self.stopping = False
+        self.readiness = Readiness(self)
+        self.state.readiness = self.readiness.check
         self.state.counters = self._health_counters
         self._server: _Server | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -316,6 +324,10 @@ class Service:
         self.alert_store.save(alert, also=also)
         if queued:
             self.dispatcher.wake()
+        try:
+            self.state.publish_alert(alert)  # the live updates (GET /api/v1/events)
+        except Exception:
+            log.exception("live updates: cannot publish alert %s", alert.id)
         for n in self.notifiers:
             try:
                 n.notify(alert)
@@ -337,12 +349,14 @@ class Service:
                 exc.errno, f"cannot listen on {self.site.api.host}:{self.api_port} for the API: {exc.strerror}"
             ) from None
         self.state.started_at = self.clock()
+        self.state.events.bind(asyncio.get_running_loop())
         for s in self.sinks:
             s.start()
         if self.shelves is not None:
             await self.shelves.start()  # knows its shelves before the first reading
         for c in self.collectors:
             await c.start()
+        self.collecting = True
         if self.mqtt_publisher is not None:
             self.mqtt_publisher.start()
         self.dispatcher.start()
@@ -353,6 +367,8 @@ class Service:
             port=self.api_port,
             log_level="warning",
             lifespan="off",
+            # a live-updates stream whose client stopped reading cannot end by itself
+            timeout_graceful_shutdown=5,
         )
         self._server = _Server(config)
         self._server_task = asyncio.create_task(self._server.serve(sockets=[api_sock]), name="api")
@@ -370,6 +386,7 @@ class Service:
         return f"http://{self.site.api.host}:{port}"
 
     async def stop(self) -> None:
+        self.stopping = True
         for c in self.collectors:
             await c.stop()
         if self.shelves is not None:
@@ -379,6 +396,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         if self._server is not None and self._server_task is not None:
+            self.state.events.close()  # the live-updates streams end (their clients reconnect)
             self._server.should_exit = True
             await self._server_task
         await self.dispatcher.stop()
@@ -394,6 +412,7 @@ class Service:
         if self.state.history is not None and self.state.history is not self.embedded:
             self.state.history.close()
         self.alert_store.close()
+        await self.readiness.database.close()
         self.db.dispose()
 
     async def _housekeep(self) -> None:
@@ -436,33 +455,43 @@ class Service:
         the loop): raised, updated (the predicted stock-out nears) or resolved (a receipt)."""
         self._last_stock_review = now
         assert self.stock_review is not None
+        first = self._stock_reviews == 0
         try:
-            conditions = await asyncio.to_thread(self.stock_review.every_bin, now)
+            statuses, conditions = await asyncio.to_thread(self.stock_review.review, now)
         except Exception:  # the database is away: the next review tries again
             log.exception("inventory: cannot review the stock levels; trying again in %g s", STOCK_REVIEW_S)
             return
+        self._stock_reviews += 1
         for c in conditions:
             self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=now)
+        # live updates: the bins whose level or count changed since the last review (the first
+        # review only learns them)
+        self.state.publish_stock(statuses, announce_new=not first)
 
     async def on_stock_changed(self, bins: Sequence[tuple[int, int]] | None) -> None:
         """What follows a stock change made outside the shelf feed (the API: a transaction, a CSV
-        import), on the loop: the stock conditions of ``bins`` ((item id, location id); None:
-        every counted bin) are read now in a worker thread and go to the alert engine, so that a
-        count bringing a bin back above its reorder point resolves its notice at once rather than
-        at the next review. The one place to follow up a stock change (the live stream's "stock
-        status changed" belongs here too). Never raises: the review every STOCK_REVIEW_S catches
-        up with what it could not read."""
+        import), on the loop: the stock of ``bins`` ((item id, location id); None: every counted
+        bin) is read now in a worker thread, its conditions go to the alert engine — a count
+        bringing a bin back to its reorder point resolves its notice at once rather than at the
+        next review — and its statuses to the live updates (a ``stock`` event for each bin whose
+        level or count changed; after a CSV import, bins not published before are only learned,
+        as at the first review). Never raises: the review every STOCK_REVIEW_S catches up with
+        what it could not read."""
         now = self.clock()
         try:
             if bins is None:
-                conditions = await asyncio.to_thread(self.stock_conditions.every_bin, now)
+                statuses, conditions = await asyncio.to_thread(self.stock_conditions.review, now)
             else:
-                conditions = await asyncio.to_thread(self.stock_conditions, bins, now)
+                statuses, conditions = await asyncio.to_thread(self.stock_conditions.of, bins, now)
         except Exception:
             log.exception("inventory: cannot read the changed bins' stock; the review in %g s tries again", STOCK_REVIEW_S)
             return
         for c in conditions:
             self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=now)
+        try:
+            self.state.publish_stock(statuses, announce_new=bins is not None)
+        except Exception:
+            log.exception("live updates: cannot publish the changed bins' stock")
 
     def refresh_silences(self) -> None:
         """Hand the engine the silences and maintenance windows as stored now (on the loop:

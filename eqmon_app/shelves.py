@@ -37,7 +37,7 @@ from eqmon.db.schema import inventory_bins, inventory_on_hand
 from eqmon.domain import Reading, Severity
 from inventory.feed import RECALIBRATE_KEY, STABLE_METRIC, WEIGHT_METRIC, Recalibrate, ShelfFeed
 from inventory.ledger import ShelfReading
-from inventory.status import bin_statuses
+from inventory.status import BinStatus, bin_statuses
 from inventory.stock_alerts import stock_conditions
 
 log = logging.getLogger("eqmon.inventory")
@@ -73,23 +73,32 @@ class StockConditions:
         """The conditions of every bin of the catalog: the periodic review (a stock-out
         predicted within the lead time comes nearer with time alone; a receipt or a count made
         with `eqmon inventory` changes a bin no shelf weighs)."""
+        return self.review(now)[1]
+
+    def review(self, now: float) -> tuple[list[BinStatus], list[Condition]]:
+        """Every counted bin's status (for the live updates) and the conditions of every_bin."""
         with self.db.connect() as conn:  # bins never counted: their stock is unknown, not 0
             known = set(conn.execute(select(inventory_on_hand.c.item_id, inventory_on_hand.c.location_id)).tuples())
         statuses = [st for st in bin_statuses(self.db, now=now) if (st.item_id, st.location_id) in known]
-        return [
+        return statuses, [
             Condition(c.subject, c.key, c.active, c.text, Severity(c.severity))
             for c in stock_conditions(statuses, now=now, tz=self.tz)
         ]
 
     def __call__(self, bins: Iterable[tuple[int, int]], now: float) -> list[Condition]:
         """The conditions of ``bins`` ((item, location) pairs), read location by location."""
+        return self.of(bins, now)[1]
+
+    def of(self, bins: Iterable[tuple[int, int]], now: float) -> tuple[list[BinStatus], list[Condition]]:
+        """The statuses (for the live updates) and the conditions of ``bins``."""
         wanted = set(bins)
-        out: list[Condition] = []
+        statuses: list[BinStatus] = []
         for loc in sorted({loc for _, loc in wanted}):
-            statuses = [st for st in bin_statuses(self.db, now=now, location_id=loc) if (st.item_id, st.location_id) in wanted]
-            for c in stock_conditions(statuses, now=now, tz=self.tz):
-                out.append(Condition(c.subject, c.key, c.active, c.text, Severity(c.severity)))
-        return out
+            statuses += [st for st in bin_statuses(self.db, now=now, location_id=loc) if (st.item_id, st.location_id) in wanted]
+        return statuses, [
+            Condition(c.subject, c.key, c.active, c.text, Severity(c.severity))
+            for c in stock_conditions(statuses, now=now, tz=self.tz)
+        ]
 
 
 @dataclass(slots=True)

@@ -20,10 +20,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from eqmon.config import ModbusDevice, MqttDevice, Site
 
+from .faults import Fault, equipment_faults, sensor_faults, shelf_faults
 from .modbus_server import ModbusServer, RegisterBank
 from .models import (
     EQUIPMENT_MODELS,
@@ -277,7 +278,7 @@ class SimulatedSite:
         else:
             self._unknown(device_id)
 
-    def _unknown(self, device_id: str) -> None:
+    def _unknown(self, device_id: str) -> NoReturn:
         if device_id in self._no_broker:
             raise KeyError(f"device {device_id!r} is not simulated: no MQTT broker was given")
         try:
@@ -339,16 +340,15 @@ class SimulatedSite:
                 line = (
                     f"{dev.id:<{width}}  {sim.model.kind:<{kw}}  modbus {dev.host}:{port} unit {dev.unit_id}"
                 )
-                faults = sim.model.active_faults + sim.bank.faults.active
+                faults = self.active_faults(dev.id)
             elif dev.id in self._shelves:
                 assert isinstance(dev, MqttDevice)
-                pub = self._shelves[dev.id].publisher
                 model_name = dev.simulator.model if dev.simulator else SHELF_MODEL
                 line = (
                     f"{dev.id:<{width}}  {model_name:<{kw}}  mqtt {self.mqtt_host}:{self.mqtt_port} "
                     f"topic {dev.topic}"
                 )
-                faults = pub.active_faults
+                faults = self.active_faults(dev.id)
             elif dev.id in self._no_broker:
                 model_name = dev.simulator.model if dev.simulator else SHELF_MODEL
                 lines.append(
@@ -365,6 +365,35 @@ class SimulatedSite:
     @property
     def device_ids(self) -> list[str]:
         return [*self._modbus, *self._shelves]
+
+    def model_name(self, device_id: str) -> str:
+        """The simulator model of a simulated device (``medication_refrigerator``,
+        ``smart_shelf`` …); KeyError for a device not simulated."""
+        if device_id not in self._modbus and device_id not in self._shelves:
+            self._unknown(device_id)
+        spec = self.site.device(device_id).simulator
+        assert spec is not None
+        return spec.model
+
+    def active_faults(self, device_id: str) -> list[str]:
+        """The faults in force on a simulated device, as people read them (``drift to 12``,
+        ``exception 0x06`` …); KeyError for a device not simulated."""
+        if device_id in self._modbus:
+            sim = self._modbus[device_id]
+            return list(sim.model.active_faults) + list(sim.bank.faults.active)
+        if device_id in self._shelves:
+            return list(self._shelves[device_id].publisher.active_faults)
+        self._unknown(device_id)
+
+    def faults(self, device_id: str) -> list[Fault]:
+        """The faults a simulated device takes, with their params (simulators/faults.py;
+        ``clear`` not listed); KeyError for a device not simulated."""
+        if device_id in self._modbus:
+            return equipment_faults(self._modbus[device_id].model)
+        if device_id in self._shelves:
+            model = self._shelves[device_id].publisher.model
+            return shelf_faults(model) if isinstance(model, ShelfModel) else sensor_faults(model)
+        self._unknown(device_id)
 
     def bank(self, device_id: str) -> RegisterBank:
         return self._modbus[device_id].bank

@@ -31,8 +31,8 @@ def test_acknowledgement_is_applied_on_the_service_loop(tmp_path: Path) -> None:
 
             on_thread(service.engine, "acknowledge")
             on_thread(service.alert_store, "save")
-            on_thread(service.state, "devices_view")
-            on_thread(service.state, "alerts_view")
+            on_thread(service.state, "device_view")
+            on_thread(service.state, "alert_view")
             service.engine.raise_system("api-test", Severity.WARNING, "WARNING eqmon: test alert", time.time())
             (alert,) = [a for a in service.engine.active() if a.rule_id == "api-test"]
             calls.clear()
@@ -42,7 +42,7 @@ def test_acknowledgement_is_applied_on_the_service_loop(tmp_path: Path) -> None:
                 assert r.status_code == 200, r.text
                 body = AlertOut.model_validate(r.json())
                 assert body.state == AlertState.ACKNOWLEDGED and body.acknowledged_by == "Nurse Joy"
-                listed = (await api.get("/api/v1/alerts", params={"open_only": "true"})).json()
+                listed = (await api.get("/api/v1/alerts", params={"open_only": "true"})).json()["items"]
                 assert any(a["id"] == alert.id and a["state"] == "acknowledged" for a in listed)
                 assert (await api.get("/api/v1/devices")).status_code == 200
                 assert (await api.get("/healthz")).json()["open_alerts"] >= 1
@@ -51,7 +51,7 @@ def test_acknowledgement_is_applied_on_the_service_loop(tmp_path: Path) -> None:
                 missing = await api.post("/api/v1/alerts/nope/ack", json={})
                 assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
-            assert set(calls) == {"acknowledge", "save", "devices_view", "alerts_view"}, calls
+            assert set(calls) == {"acknowledge", "save", "device_view", "alert_view"}, calls
             for name, idents in calls.items():
                 assert idents and all(i == loop_thread for i in idents), (name, idents, loop_thread)
             stored = [a for a in service.alert_store.open_alerts() if a.id == alert.id]

@@ -29,7 +29,7 @@ def test_latest_values_turn_stale_while_the_device_is_not_heard(tmp_path: Path) 
             r = api.get(f"/api/v1/devices/{device}")
             assert r.status_code == 200, r.text
             DeviceOut.model_validate(r.json())
-            listed = {d["id"]: d for d in api.get("/api/v1/devices").json()}
+            listed = {d["id"]: d for d in api.get("/api/v1/devices").json()["items"]}
             assert listed[device]["readings"] == r.json()["readings"]
             return r.json()["readings"]  # type: ignore[no-any-return]
 

@@ -53,7 +53,7 @@ def served_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             Reading("fridge-2", "temperature_c", 5.0, now - 600, unit="°C"),
         ])  # fmt: skip
         api.service.engine.raise_system("fuzz-alert", Severity.WARNING, "WARNING eqmon: fuzzing", now)
-        for d in api.get("/api/v1/devices").json():
+        for d in api.get("/api/v1/devices").json()["items"]:
             DeviceOut.model_validate(d)
         APP.state.monitor = api.service.state
         try:
@@ -72,8 +72,13 @@ def served_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 )
 def test_api_conforms_to_its_schema(case: Any, served_state: None) -> None:
     # as an admin (every scope: every operation is reached), with a token of its own (a generated
-    # logout revokes only that one)
-    case.call_and_validate(checks=CHECKS, headers=auth_headers(APP.state.monitor, "admin"))
+    # logout revokes only that one); the live-updates stream never ends: schemathesis checks the
+    # events it sent within the timeout against the schema's itemSchema
+    checks = CHECKS
+    if case.path == "/readyz":  # its 503 is an answer (the fuzzed service is built, not started), in the schema
+        checks = [c for c in CHECKS if c is not not_a_server_error]
+    timeout = 0.2 if case.path == "/api/v1/events" else None
+    case.call_and_validate(checks=checks, headers=auth_headers(APP.state.monitor, "admin"), timeout=timeout)
 
 
 # Values random generation rarely reaches: past 64 bits, non-finite, past year 9999.
@@ -87,6 +92,8 @@ def test_numeric_query_parameters_at_their_extremes(served_state: None) -> None:
     doc = APP.openapi()
     cases = []
     for path, ops in doc["paths"].items():
+        if path == "/api/v1/events":  # a stream never ends (httpx's ASGI transport waits for the end):
+            continue  # its parameters at their extremes are in tests/test_api_events.py
         url = path.replace("{device_id}", "fridge-1").replace("{alert_id}", "none").replace("{location_id}", "3")
         for method, op in ops.items():
             params = op.get("parameters", [])

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import event, func, select
 
+from dashboard_api.models import StockEventOut
 from dashboard_api.routers.inventory import (
     MAX_IMPORT_BYTES,
     BinLevelOut,
@@ -385,8 +386,11 @@ def test_transactions_list_newest_first_with_filters_and_pages(api: InProcessApi
 
 
 def test_a_count_that_restores_a_bin_resolves_its_stock_notice_before_its_answer(api: InProcessApi) -> None:
+    """...and the live updates get a ``stock`` event for each change before the answer too."""
     ids = locations(api)
     subject = f"bin:GLV-NIT-M@{ids['A1']}"
+    hub = api.service.state.events
+    start = hub.last_id
     assert stock_alerts(api) == []
     assert tx(api, "low", kind="count", sku="GLV-NIT-M", location_id=ids["A1"], quantity=120).status_code == 200
     (alert,) = stock_alerts(api)  # raised at once, not at the next review (60 s)
@@ -399,6 +403,14 @@ def test_a_count_that_restores_a_bin_resolves_its_stock_notice_before_its_answer
     assert tx(api, "busy", kind="issue", sku="GLV-NIT-M", location_id=ids["A1"], quantity=340).status_code == 200
     (again,) = stock_alerts(api)
     assert again.id != alert.id and "140 left" in again.message
+    events = [StockEventOut.model_validate_json(e.data) for e in hub.events_after(start, ["stock"])]
+    assert [(e.sku, e.location_id, e.on_hand, e.level) for e in events] == [
+        ("GLV-NIT-M", ids["A1"], 120, "below_reorder"), ("GLV-NIT-M", ids["A1"], 480, "in_stock"),
+        ("GLV-NIT-M", ids["A1"], 140, "below_reorder"),
+    ]  # fmt: skip
+    # a replay changes nothing and publishes nothing
+    assert tx(api, "busy", kind="issue", sku="GLV-NIT-M", location_id=ids["A1"], quantity=340).status_code == 200
+    assert len(hub.events_after(start, ["stock"])) == 3
 
 
 # -- CSV --------------------------------------------------------------------------------------

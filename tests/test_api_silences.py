@@ -22,15 +22,15 @@ def test_a_silence_is_created_applied_listed_audited_and_cancelled(tmp_path: Pat
         assert s.kind == "silence" and s.ends_at - s.starts_at == 3600
         # applied at once: an alert of fridge-1 raised now is kept but silenced
         api.service.engine.on_condition("fridge-1", "test-rule", True, "WARNING test", severity=Severity.WARNING, ts=time.time())
-        (alert,) = [AlertOut.model_validate(a) for a in api.get("/api/v1/alerts?open_only=true").json()]
-        assert alert.silenced is not None and alert.silenced["id"] == s.id and alert.silenced["owner"] == "Sam"
+        (alert,) = [AlertOut.model_validate(a) for a in api.get("/api/v1/alerts?open_only=true").json()["items"]]
+        assert alert.silenced is not None and alert.silenced.id == s.id and alert.silenced.owner == "Sam"
         assert [x["id"] for x in api.get("/api/v1/silences").json()] == [s.id]
         entries = api.service.state.audit_log.list(subject=f"silence:{s.id}")
         assert [(e.action, e.actor) for e in entries] == [("silence.create", "test-admin")]  # the logged-in user
 
         gone = api.request("DELETE", f"/api/v1/silences/{s.id}")
         assert gone.status_code == 200 and gone.json()["cancelled_at"] is not None
-        (after,) = api.get("/api/v1/alerts?open_only=true").json()
+        (after,) = api.get("/api/v1/alerts?open_only=true").json()["items"]
         assert after["silenced"] is None  # the alert notifies now (the planner's "unsilenced")
         events = [e["kind"] for e in api.service.alert_store.events(alert.id)]
         assert events == ["raised", "unsilenced"]

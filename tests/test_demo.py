@@ -28,6 +28,13 @@ def get(url: str, token: str = "") -> object:
         return json.load(r)
 
 
+def items(url: str, token: str) -> list[dict]:  # type: ignore[type-arg]
+    """The items of a list route's first page (``{"items": [...], "next_cursor": ...}``)."""
+    page = get(url, token)
+    assert isinstance(page, dict), page
+    return page["items"]  # type: ignore[no-any-return]
+
+
 class Output:
     """The demo's output, read by a thread as it comes (a pipe nobody reads could fill up)."""
 
@@ -98,7 +105,7 @@ def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -
         devices: list[dict] = []  # type: ignore[type-arg]
         while time.monotonic() - started < 30:
             try:
-                devices = get(f"{base}/api/v1/devices", token)  # type: ignore[assignment]
+                devices = items(f"{base}/api/v1/devices", token)
             except OSError:
                 devices = []
             if len(devices) == 7 and all(d["status"] == "online" and d["readings"] for d in devices):
@@ -110,13 +117,13 @@ def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -
         alerts: list[dict] = []  # type: ignore[type-arg]
         while time.monotonic() - started < 90 and not alerts:
             alerts = [
-                a for a in get(f"{base}/api/v1/alerts", token) if a["device_id"] == "fridge-1"
-            ]  # type: ignore[union-attr]
+                a for a in items(f"{base}/api/v1/alerts", token) if a["device_id"] == "fridge-1"
+            ]
             time.sleep(1)
         assert alerts, "no fridge excursion alert within 90 s"
         assert alerts[0]["rule_id"] == "fridge-too-warm" and alerts[0]["severity"] == "critical"
         assert "above 8 °C" in alerts[0]["message"]
-        fridge = next(d for d in get(f"{base}/api/v1/devices", token) if d["id"] == "fridge-1")  # type: ignore[union-attr]
+        fridge = next(d for d in items(f"{base}/api/v1/devices", token) if d["id"] == "fridge-1")
         assert fridge["open_alerts"] == [
             {"id": alerts[0]["id"], "severity": "critical", "metric": "temperature_c"}
         ]
@@ -126,8 +133,8 @@ def test_demo_devices_online_then_fridge_alert_then_clean_exit(tmp_path: Path) -
         stock: list[dict] = []  # type: ignore[type-arg]
         while time.monotonic() - started < 90 and not any(a["state"] == "resolved" for a in stock):
             stock = [
-                a for a in get(f"{base}/api/v1/alerts", token) if a["rule_id"] == "stock-level"
-            ]  # type: ignore[union-attr]
+                a for a in items(f"{base}/api/v1/alerts", token) if a["rule_id"] == "stock-level"
+            ]
             time.sleep(1)
         assert len(stock) == 1, stock
         assert stock[0]["message"].startswith(

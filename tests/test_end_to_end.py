@@ -30,7 +30,7 @@ def test_modbus_and_mqtt_readings_arrive_in_influx_and_embedded_store(
             await service.start()
             await wait_for(lambda: all(h.state == "online" for h in service.health.values()), 30, "all devices online")
             async with api_client(service) as api:
-                devices = (await api.get("/api/v1/devices")).json()
+                devices = (await api.get("/api/v1/devices")).json()["items"]
             await asyncio.sleep(3)  # a few more polls
         finally:
             await service.stop()  # flushes the sinks

@@ -77,7 +77,7 @@ def wait_for_devices(
     devices: list[dict[str, Any]] = []
     while True:
         try:
-            devices = get(f"{api}/api/v1/devices", token)
+            devices = get(f"{api}/api/v1/devices", token)["items"]
         except OSError:
             devices = []
         if devices and pred(devices):
@@ -140,7 +140,7 @@ def test_run_against_simulate(tmp_path: Path) -> None:
             while offline != expected:
                 assert time.monotonic() < deadline, f"device-offline alerts: {offline}"
                 time.sleep(0.2)
-                alerts = get(f"{api}/api/v1/alerts?open_only=true", token)
+                alerts = get(f"{api}/api/v1/alerts?open_only=true", token)["items"]
                 offline = sorted(
                     (a["rule_id"], a["device_id"]) for a in alerts
                     if a["rule_id"] == "device-offline" or a["rule_id"].startswith("incident-")

@@ -289,7 +289,7 @@ def test_service_migrates_imports_and_disposes_the_engine(
         assert db.redacted(service.db) == db.redacted(state_db)
         assert db.current(service.db) == db.HEAD
         assert {a.id for a in service.engine.active()} == {"o1", "k2"}  # open alerts carried over
-        body = api.get("/api/v1/alerts").json()
+        body = api.get("/api/v1/alerts").json()["items"]
         assert {a["id"] for a in body} == {"o1", "k2", "r3"}
         original = service.db.dispose
         service.db.dispose = lambda *a, **k: (disposed.append(True), original(*a, **k))[1]  # type: ignore[method-assign]

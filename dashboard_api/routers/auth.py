@@ -8,6 +8,7 @@ and log out (revoke their own token). The routes touching argon2 or the database
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -28,6 +29,15 @@ from ..auth import (
 from ..deps import StateDep
 from ..errors import BODY_ERRORS, ERROR_RESPONSES, NOT_FOUND, show
 from ..models import ErrorResponse
+from ..pagination import (
+    DEFAULT_LIMIT,
+    Cursor,
+    CursorError,
+    Limit,
+    Page,
+    decode_cursor,
+    encode_cursor,
+)
 from .alerts import _valid_text
 
 router = APIRouter(prefix="/api/v1", tags=["users"], responses=ERROR_RESPONSES)
@@ -265,26 +275,37 @@ def revoke_token(
     return Response(status_code=204)
 
 
-@router.get("/audit", response_model=list[AuditOut], tags=["audit"])
+@router.get("/audit", response_model=Page[AuditOut], tags=["audit"])
 def audit_log(
     state: StateDep,
     who: Annotated[Principal, need("audit:read")],
-    subject: str | None = Query(None, max_length=200),
-    since: float | None = Query(None, ge=0, le=253402300799, allow_inf_nan=False),
-    limit: int = Query(200, ge=1, le=1000),
-) -> list[dict[str, Any]]:
+    actor: str | None = Query(None, max_length=100, description="only what this user did"),
+    action: str | None = Query(None, max_length=100, description="only this action, e.g. alert.acknowledge"),
+    subject: str | None = Query(None, max_length=200, description="only about this, e.g. alert:ID, user:NAME"),
+    since: float | None = Query(None, ge=0, le=253402300799, allow_inf_nan=False, description="Unix seconds"),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
     """Who did what, newest first: acknowledgements, resolutions, silences, stock changes,
-    users and tokens."""
+    users and tokens, simulator faults."""
+    after = decode_cursor(cursor)
+    before: tuple[float, int] | None = None
+    if after is not None:
+        if len(after) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in after) \
+                or not isinstance(after[1], int) or not math.isfinite(after[0]):  # fmt: skip
+            raise CursorError()
+        before = (float(after[0]), after[1])
     if state.audit_log is None:
-        return []
-    return [
-        {
-            "id": e.id,
-            "ts": e.ts,
-            "actor": e.actor,
-            "action": e.action,
-            "subject": e.subject,
-            "detail": e.detail,
-        }
-        for e in state.audit_log.list(subject=subject, since=since, limit=limit)
-    ]
+        return {"items": [], "next_cursor": None}
+    entries = state.audit_log.list(
+        actor=actor, action=action, subject=subject, since=since, limit=limit + 1, before=before
+    )
+    page = entries[:limit]
+    more = len(entries) > limit
+    return {
+        "items": [
+            {"id": e.id, "ts": e.ts, "actor": e.actor, "action": e.action, "subject": e.subject, "detail": e.detail}
+            for e in page
+        ],
+        "next_cursor": encode_cursor([page[-1].ts, page[-1].id]) if more and page else None,
+    }

@@ -1,4 +1,5 @@
-"""Devices: status, last seen and latest readings; history of one metric.
+"""Devices: status, last seen and latest readings (a filtered, paginated list and one device);
+history of one metric.
 
 The device routes are ``async def``: the views read what the service's event loop writes
 (health, latest values, open alerts), so they run on that loop. The history routes query a
@@ -8,12 +9,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from eqmon.domain import DeviceState
 
 from ..auth import need
 from ..deps import StateDep
 from ..errors import ERROR_RESPONSES, NOT_FOUND, show
+from ..filters import TEXT_MAX, MultiValue, parse_multi, text, values
+from ..listing import DeviceFilter, device_page
 from ..models import AggregateOut, DeviceOut, ErrorResponse, HistoryOut
+from ..pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 
 router = APIRouter(
     prefix="/api/v1/devices",
@@ -37,14 +43,27 @@ HISTORY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("", response_model=list[DeviceOut])
-async def list_devices(state: StateDep) -> list[dict[str, Any]]:
-    """Every configured device with its status and latest readings."""
-    return state.devices_view()
+@router.get("", response_model=Page[DeviceOut])
+async def list_devices(
+    state: StateDep,
+    location: Annotated[str | None, text("only the devices of this location (exact)")] = None,
+    kind: Annotated[str | None, text("only those of this kind, e.g. medication_refrigerator")] = None,
+    status: Annotated[MultiValue, values(f"only those in these states: {', '.join(DeviceState)}")] = None,
+    protocol: Annotated[str | None, text("only those of this protocol: modbus, mqtt")] = None,
+    q: Annotated[str | None, text("only those whose id or name contains this (any case)")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """The configured devices with their status and latest readings, by location then id."""
+    f = DeviceFilter(location, kind, protocol, parse_multi(status, DeviceState, "status"), q)
+    return device_page(state, f, limit, cursor)
+
+
+DeviceId = Annotated[str, Path(max_length=TEXT_MAX, description="the device's id, as in the site file")]
 
 
 @router.get("/{device_id}", response_model=DeviceOut, responses=NOT_FOUND)
-async def get_device(device_id: str, state: StateDep) -> dict[str, Any]:
+async def get_device(device_id: DeviceId, state: StateDep) -> dict[str, Any]:
     try:
         return state.device_view(device_id)
     except KeyError:
@@ -63,7 +82,7 @@ def _history_source(state: StateDep, device_id: str) -> Any:
 
 @router.get("/{device_id}/history", response_model=HistoryOut, responses=HISTORY_ERRORS)
 def history(
-    device_id: str,
+    device_id: DeviceId,
     state: StateDep,
     metric: Metric,
     since: float | None = _timestamp("Unix seconds; default one hour ago"),
@@ -85,7 +104,7 @@ def history(
 
 @router.get("/{device_id}/history/aggregate", response_model=AggregateOut, responses=HISTORY_ERRORS)
 def history_aggregate(
-    device_id: str,
+    device_id: DeviceId,
     state: StateDep,
     metric: Metric,
     window: Literal["1m", "1h"] = Query("1m", description="window length"),

@@ -38,7 +38,7 @@ class SilenceCreate(BaseModel):
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
         AfterValidator(_valid_text),
-    ]
+    ] = Field(description="why, e.g. door seal being replaced (no patient identifiers)")
     starts_at: float | None = Field(default=None, ge=0, le=253402300799, description="default: now")
     duration_s: float = Field(gt=0, le=MAX_DURATION_S, description="how long, seconds (at most 30 days)")
 

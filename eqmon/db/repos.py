@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -285,14 +285,25 @@ class AuditLog:
                 )
             )  # fmt: skip
 
-    def list(self, *, subject: str | None = None, since: float | None = None, limit: int = 200) -> list[AuditEntry]:
-        """Newest first."""
+    def list(
+        self, *, subject: str | None = None, since: float | None = None, limit: int = 200,
+        actor: str | None = None, action: str | None = None, before: tuple[float, int] | None = None,
+    ) -> list[AuditEntry]:
+        """Newest first (by ``ts``, then ``id``); ``before``: only entries after ``(ts, id)`` in
+        that order (the next page of a keyset pagination)."""
         q = select(audit_log).order_by(audit_log.c.ts.desc(), audit_log.c.id.desc()).limit(limit)
         conds = []
         if subject is not None:
             conds.append(audit_log.c.subject == subject)
         if since is not None:
             conds.append(audit_log.c.ts >= since)
+        if actor is not None:
+            conds.append(audit_log.c.actor == actor)
+        if action is not None:
+            conds.append(audit_log.c.action == action)
+        if before is not None:
+            ts, id_ = before
+            conds.append(or_(audit_log.c.ts < ts, and_(audit_log.c.ts == ts, audit_log.c.id < id_)))
         if conds:
             q = q.where(and_(*conds))
         with self._engine.connect() as conn:
