@@ -14,6 +14,7 @@ from eqmon.domain import Alert, DeviceState, DeviceStatusEvent, Quality, Reading
 
 from .events import EventHub
 from .models import AlertOut, DeviceEventOut, StockEventOut
+from .viewcache import ViewCache
 
 if TYPE_CHECKING:
     from alerts.engine import AlertEngine
@@ -77,16 +78,20 @@ class MonitorState:
     stock_changed: Callable[[Sequence[tuple[int, int]] | None], Awaitable[None]] = _no_stock_hook
     # live updates (GET /api/v1/events): the hub, and each bin's (level, on hand) last published
     events: EventHub = field(default_factory=EventHub)
+    # the device and alert lists' encoded pages (viewcache.py): dropped by the hooks below
+    views: ViewCache = field(default_factory=ViewCache)
     stock_published: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
 
     # -- live updates: what the service calls when something changed ---------------------------
 
     def publish_alert(self, alert: Alert) -> None:
         """An alert was raised, changed, acknowledged, silenced or resolved (after its save)."""
+        self.views.changed()
         self.events.publish("alert", AlertOut.model_validate(self.alert_view(alert)))
 
     def publish_device(self, event: DeviceStatusEvent) -> None:
         """Bus status subscriber: a device's status changed (or the registers it rejects)."""
+        self.views.changed()
         h = self.health[event.device_id].snapshot()
         self.events.publish("device", DeviceEventOut(
             id=event.device_id, status=h.state, status_since=h.since, last_seen=h.last_success,

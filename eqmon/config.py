@@ -1835,6 +1835,7 @@ class Site(_Model):
     database: Database = Database()
     scenario: list[AnyScenarioStep] = Field(default_factory=list)
     inventory: Inventory | None = None
+    _device_index: tuple[list[Device], int, dict[str, Device]] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _route_mqtt_devices(self) -> Site:
@@ -1847,10 +1848,13 @@ class Site(_Model):
         return self
 
     def device(self, device_id: str) -> ModbusDevice | MqttDevice:
-        for d in self.devices:
-            if d.id == device_id:
-                return d
-        raise KeyError(device_id)
+        """The device with this id (KeyError if none): a dict lookup, the index rebuilt when the
+        device list was replaced or changed length (``model_copy(update={"devices": …})``)."""
+        index = self._device_index
+        if index is None or index[0] is not self.devices or index[1] != len(self.devices):
+            index = (self.devices, len(self.devices), {d.id: d for d in self.devices})
+            self._device_index = index
+        return index[2][device_id]
 
     def modbus_devices(self) -> list[ModbusDevice]:
         return [d for d in self.devices if isinstance(d, ModbusDevice)]

@@ -168,6 +168,9 @@ class _ServiceCollector:
             "Live-update streams told to reload (an id no longer kept, or too far behind).",
             hub.resets,
         )
+        views = s.state.views  # the device and alert lists' page cache (dashboard_api/viewcache.py)
+        yield counter("eqmon_api_list_cache_hits", "Device and alert list pages served from the page cache.", views.hits)
+        yield counter("eqmon_api_list_cache_misses", "Device and alert list pages built and encoded.", views.misses)
 
         if s.shelves is not None:
             yield from _shelf_metrics(s.shelves)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from eqmon.domain import AlertState, Severity
@@ -19,7 +20,7 @@ from ..errors import BODY_ERRORS, ERROR_RESPONSES, NOT_FOUND, show
 from ..filters import MultiValue, parse_multi, text, values
 from ..listing import OPEN_STATES, AlertFilter, alert_history, alert_page, find_alert
 from ..models import AlertDetailOut, AlertOut, PendingOut
-from ..pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from ..pagination import DEFAULT_LIMIT, Cursor, Limit, Page, cached_page
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERROR_RESPONSES)
 
@@ -87,7 +88,7 @@ async def list_alerts(
     since: Since = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """Open alerts first (active and acknowledged), then resolved ones; each newest first.
     Incidents are alerts too (rule ``incident-…``; ``/api/v1/incidents`` lists them with their
     devices)."""
@@ -95,7 +96,8 @@ async def list_alerts(
         states=alert_states(state_, open_only), severities=parse_multi(severity, Severity, "severity"),
         location=location, device_id=device_id, rule_id=rule_id, since=since,
     )  # fmt: skip
-    return alert_page(state, f, limit, cursor)
+    key = ("alerts", tuple(state_ or ()), open_only, tuple(severity or ()), location, device_id, rule_id, since, limit, cursor)
+    return cached_page(state, key, lambda: alert_page(state, f, limit, cursor))
 
 
 @router.get("/pending", response_model=list[PendingOut])

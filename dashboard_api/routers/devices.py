@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import Response
 
 from eqmon.domain import DeviceState
 
@@ -19,7 +20,7 @@ from ..errors import ERROR_RESPONSES, NOT_FOUND, show
 from ..filters import TEXT_MAX, MultiValue, parse_multi, text, values
 from ..listing import DeviceFilter, device_page
 from ..models import AggregateOut, DeviceOut, ErrorResponse, HistoryOut
-from ..pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from ..pagination import DEFAULT_LIMIT, Cursor, Limit, Page, cached_page
 
 router = APIRouter(
     prefix="/api/v1/devices",
@@ -53,10 +54,11 @@ async def list_devices(
     q: Annotated[str | None, text("only those whose id or name contains this (any case)")] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """The configured devices with their status and latest readings, by location then id."""
     f = DeviceFilter(location, kind, protocol, parse_multi(status, DeviceState, "status"), q)
-    return device_page(state, f, limit, cursor)
+    key = ("devices", location, kind, tuple(status or ()), protocol, q, limit, cursor)
+    return cached_page(state, key, lambda: device_page(state, f, limit, cursor))
 
 
 DeviceId = Annotated[str, Path(max_length=TEXT_MAX, description="the device's id, as in the site file")]

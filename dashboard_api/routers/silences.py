@@ -84,6 +84,7 @@ async def create_silence(
     )  # fmt: skip
     state.audit("silence.create", f"silence:{s.id}", s.as_dict(), who.name)
     state.silences_changed()
+    state.views.changed()
     return s.as_dict()
 
 
@@ -101,5 +102,6 @@ async def cancel_silence(
     assert s is not None
     state.audit("silence.cancel", f"silence:{s.id}", s.as_dict(), who.name)
     state.silences_changed()
+    state.views.changed()
     return s.as_dict()
 
