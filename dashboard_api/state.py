@@ -80,6 +80,10 @@ class MonitorState:
     events: EventHub = field(default_factory=EventHub)
     # the device and alert lists' encoded pages (viewcache.py): dropped by the hooks below
     views: ViewCache = field(default_factory=ViewCache)
+    # the supply rooms' encoded status (routers/inventory.py): dropped by every stock change the
+    # service hears of (the API's, at once: service.py on_stock_changed; the review's stock
+    # events), at most its ttl (1 s) behind on the shelves' counts
+    stock_views: ViewCache = field(default_factory=ViewCache)
     stock_published: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
 
     # -- live updates: what the service calls when something changed ---------------------------
@@ -124,6 +128,8 @@ class MonitorState:
                 days_of_supply=b.days_of_supply, stockout_at=b.stockout_at,
             ))  # fmt: skip
             n += 1
+        if n:
+            self.stock_views.changed()  # in this same call: before any client hears of them
         return n
 
     def audit(self, action: str, subject: str, detail: dict[str, Any], actor: str) -> None:

@@ -28,10 +28,12 @@ class ViewCache:
         self._pages: OrderedDict[Hashable, tuple[float, bytes]] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.generation = 0  # counts changed(): a page built across a change is not kept
 
     def changed(self) -> None:
         """Something the lists show changed (not a reading): every page is built afresh."""
         self._pages.clear()
+        self.generation += 1
 
     def get(self, key: Hashable) -> bytes | None:
         hit = self._pages.get(key)
@@ -41,7 +43,11 @@ class ViewCache:
         self.misses += 1
         return None
 
-    def put(self, key: Hashable, body: bytes) -> None:
+    def put(self, key: Hashable, body: bytes, generation: int | None = None) -> None:
+        """Keep ``body``; ``generation``: the cache's ``generation`` when the page was begun
+        (built off the loop): not kept if something changed since."""
+        if generation is not None and generation != self.generation:
+            return
         self._pages[key] = (self.clock(), body)
         self._pages.move_to_end(key)
         while len(self._pages) > self.max_entries:

@@ -171,6 +171,9 @@ class _ServiceCollector:
         views = s.state.views  # the device and alert lists' page cache (dashboard_api/viewcache.py)
         yield counter("eqmon_api_list_cache_hits", "Device and alert list pages served from the page cache.", views.hits)
         yield counter("eqmon_api_list_cache_misses", "Device and alert list pages built and encoded.", views.misses)
+        rooms = s.state.stock_views  # the supply rooms' status (dashboard_api/routers/inventory.py)
+        yield counter("eqmon_api_room_status_cache_hits", "Supply room statuses served from the cache.", rooms.hits)
+        yield counter("eqmon_api_room_status_cache_misses", "Supply room statuses built and encoded.", rooms.misses)
 
         if s.shelves is not None:
             yield from _shelf_metrics(s.shelves)

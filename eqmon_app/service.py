@@ -471,13 +471,15 @@ class Service:
     async def on_stock_changed(self, bins: Sequence[tuple[int, int]] | None) -> None:
         """What follows a stock change made outside the shelf feed (the API: a transaction, a CSV
         import), on the loop: the stock of ``bins`` ((item id, location id); None: every counted
-        bin) is read now in a worker thread, its conditions go to the alert engine — a count
+        bin) is read now in a worker thread (the rooms' cached status dropped first), its
+        conditions go to the alert engine — a count
         bringing a bin back to its reorder point resolves its notice at once rather than at the
         next review — and its statuses to the live updates (a ``stock`` event for each bin whose
         level or count changed; after a CSV import, bins not published before are only learned,
         as at the first review). Never raises: the review every STOCK_REVIEW_S catches up with
         what it could not read."""
         now = self.clock()
+        self.state.stock_views.changed()  # the supply rooms' cached status: the change is stored
         try:
             if bins is None:
                 statuses, conditions = await asyncio.to_thread(self.stock_conditions.review, now)

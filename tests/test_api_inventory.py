@@ -31,7 +31,9 @@ from dashboard_api.routers.inventory import (
     RoomStatusOut,
     TransactionOut,
 )
+from dashboard_api.viewcache import ViewCache
 from eqmon.db.schema import inventory_ledger
+from inventory.ledger import Ledger
 from inventory.picklist import pick_list, render_csv
 from inventory.status import bin_statuses
 from simulators.servers import free_port
@@ -495,5 +497,51 @@ def test_a_large_subtree_is_read_in_one_query_with_the_same_answers(api: InProce
             f"{V1}/levels?location={ids['Ward 4B supply room']}&status=below_reorder", f"{V1}/pick-list?location={ids['Main building']}"]  # fmt: skip
     listed = [api.get(u).json() for u in urls]
     monkeypatch.setattr(status, "MAX_LISTED", 0)
+    api.service.state.stock_views.changed()  # not the room's cached answer
     assert [api.get(u).json() for u in urls] == listed
     assert len(listed[1]["items"]) == 3 and [b["sku"] for b in listed[2]["items"]] == ["GLV-NIT-M"]
+
+
+def test_a_rooms_status_is_kept_until_stock_changes(api: InProcessApi) -> None:
+    """The room's answer is served again without the database until a stock change: at once
+    for one made through the API, at the stock event of the review for one made elsewhere."""
+    ids = locations(api)
+    room = f"{V1}/rooms/{ids['Ward 4B supply room']}/status"
+    views = api.service.state.stock_views
+    tx(api, "c1", kind="count", sku="GLV-NIT-M", location_id=ids["A1"], quantity=120)
+    first = api.get(room)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(api.service.db, "before_cursor_execute", seen)
+    try:
+        again = api.get(room)
+    finally:
+        event.remove(api.service.db, "before_cursor_execute", seen)
+    assert again.content == first.content and [s for s in statements if "inventory_" in s] == []
+    assert (views.hits, views.misses) == (1, 1)
+    assert "eqmon_api_room_status_cache_hits_total 1.0" in api.get("/metrics").text
+
+    def on_hand() -> int:
+        (glove,) = [b for b in api.get(room).json()["items"] if b["sku"] == "GLV-NIT-M"]
+        return int(glove["on_hand"])
+
+    tx(api, "c2", kind="count", sku="GLV-NIT-M", location_id=ids["A1"], quantity=480)
+    assert on_hand() == 480  # at once
+    # a change the API did not make (the CLI, a shelf): kept until the review's stock event
+    Ledger(api.service.db, clock=lambda: T0).issue(1, ids["A1"], 30, who="cli", key="elsewhere")
+    assert on_hand() == 480
+    api.run(api.service._review_stock(T0))
+    assert on_hand() == 450
+
+
+def test_a_page_begun_before_a_change_is_not_kept() -> None:
+    views = ViewCache()
+    begun = views.generation
+    views.changed()  # stock changed while the page was built
+    views.put("room", b"old", begun)
+    assert views.get("room") is None
+    views.put("room", b"new", views.generation)
+    assert views.get("room") == b"new"

@@ -386,15 +386,30 @@ def list_levels(
 
 
 @router.get("/rooms/{location_id}/status", response_model=RoomStatusOut, responses=NOT_FOUND)
-def room_status(
+async def room_status(
     state: StateDep,
     who: Annotated[Principal, READ],
     location_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the room's location id")],
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many bins per page")] = 1000,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """One supply room: each of its bins (its shelves' and bins' included) against par, with days
-    of supply, by path then item name; and how many bins are at each level."""
+    of supply, by path then item name; and how many bins are at each level. An answer is kept
+    for up to a second (`generated_at` says when it was made) and dropped at once by every stock
+    change made through the API and every stock event; a smart shelf's new count shows within
+    that second."""
+    views = state.stock_views  # on the loop (viewcache.py); the page is built in a worker thread
+    key = ("room", location_id, limit, cursor or "")
+    body = views.get(key)
+    if body is None:
+        generation = views.generation
+        body = await run_in_threadpool(_room_status, state, location_id, limit, cursor)
+        views.put(key, body, generation)  # not kept if stock changed meanwhile
+    return Response(body, media_type="application/json")
+
+
+def _room_status(state: Any, location_id: int, limit: int, cursor: str | None) -> bytes:
+    """A room's status page, checked against its model and encoded (two queries)."""
     now = state.clock()
     try:
         place, statuses = queries.room_status(state.db, now=now, room_id=location_id)
@@ -410,7 +425,7 @@ def room_status(
     keys = [[s.path, s.name, s.sku, s.location_id] for s in statuses]
     start = 0 if after is None else bisect.bisect_right(keys, after)
     page = _page(statuses[start : start + limit + 1], limit, lambda s: [s.path, s.name, s.sku, s.location_id], _bin_out)
-    return {
+    out = RoomStatusOut.model_validate({
         "room": {"id": place.id, "name": place.name, "path": place.path},
         "generated_at": now,
         "bins": len(statuses),
@@ -418,7 +433,8 @@ def room_status(
         "levels": levels,
         "items": page["items"],
         "next_cursor": page["next_cursor"],
-    }
+    })  # fmt: skip
+    return out.model_dump_json().encode()
 
 
 @router.get("/pick-list", response_model=PickListOut, responses=CSV_200)
