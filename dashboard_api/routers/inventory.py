@@ -2,10 +2,12 @@
 ledger's transactions (written with an idempotency key), CSV export and import
 (docs/api.md, "Inventory"; docs/inventory.md).
 
-Threads: the reads are plain ``def`` routes (worker threads: they query the state database).
-The writes are ``async def`` routes that do their database work in a worker thread
-(``run_in_threadpool``) and then, on the loop, await ``state.stock_changed`` with the bins they
-changed, so the stock alerts of those bins are re-evaluated before the response goes out.
+Threads: the reads are plain ``def`` routes (worker threads: they query the state database),
+but for a room's status, which is kept encoded between stock changes (``state.stock_views``, on
+the loop) and built in a worker thread when it is not there. The writes are ``async def``
+routes that do their database work in a worker thread (``run_in_threadpool``) and then, on the
+loop, await ``state.stock_changed`` with the bins they changed, so the stock alerts of those bins
+are re-evaluated (and the rooms' kept status dropped) before the response goes out.
 
 Every stock change is written by ``inventory.ledger.Ledger`` with the logged-in user as its
 ``who`` and the note as its ``why``, and audited (``inventory.<kind>``, subject
@@ -629,8 +631,8 @@ async def import_file(
     done = await run_in_threadpool(_import, state, kind, text, dry_run, who)
     if isinstance(done, Response):
         return done
-    if done.applied and done.changes.changed_anything and kind != "locations":
-        await state.stock_changed(None)  # par levels, pack sizes or criticality changed: any bin
+    if done.applied and done.changes.changed_anything:
+        await state.stock_changed(None)  # par levels, pack sizes, criticality, rooms: any bin
     return _import_out(kind, done)
 
 
