@@ -235,7 +235,9 @@ class Service:
         self.shelves: ShelfConsumer | None = None
         if has_shelf_bins(self.db):
             names = {d.id: f"{d.display_name} ({d.location})" if d.location else d.display_name for d in site.devices}
-            self.shelves = ShelfConsumer(self.db, self.engine, tz=site.site.timezone, names=names, clock=clock)
+            self.shelves = ShelfConsumer(
+                self.db, self.engine, tz=site.site.timezone, names=names, clock=clock, on_stock=self._shelf_stock
+            )
             self.bus.subscribe_readings("inventory-shelves", self.shelves.on_readings)
 
         self.metrics = SelfMetrics(self)
@@ -494,6 +496,12 @@ class Service:
             self.state.publish_stock(statuses, announce_new=bins is not None)
         except Exception:
             log.exception("live updates: cannot publish the changed bins' stock")
+
+    def _shelf_stock(self, statuses: list[Any]) -> None:
+        """Bins whose count a smart shelf changed (on the loop): the supply rooms' cached status
+        is dropped and their ``stock`` events go to the live updates at once."""
+        self.state.stock_views.changed()
+        self.state.publish_stock(statuses)
 
     def refresh_silences(self) -> None:
         """Hand the engine the silences and maintenance windows as stored now (on the loop:

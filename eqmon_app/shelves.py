@@ -104,6 +104,7 @@ class StockConditions:
 @dataclass(slots=True)
 class _Done:
     conditions: list[Condition] = field(default_factory=list)
+    statuses: list[BinStatus] = field(default_factory=list)  # of the bins whose count changed
     error: BaseException | None = None
 
 
@@ -118,8 +119,12 @@ class ShelfConsumer:
         clock: Callable[[], float] = time.time,
         max_pending: int = 200_000,
         refresh_s: float = REFRESH_S,
+        on_stock: Callable[[list[BinStatus]], None] | None = None,
     ) -> None:
+        """``on_stock``: called on the loop with the statuses of the bins whose count a batch
+        changed (the service: the supply rooms' cached status and the live updates)."""
         self.db = db
+        self.on_stock = on_stock
         self.engine = engine
         self.clock = clock
         self.feed = ShelfFeed(db, names=names, clock=clock)
@@ -187,6 +192,11 @@ class ShelfConsumer:
             batch, self._queue = self._queue, []
             done = await asyncio.to_thread(self._work, batch)
             self._raise(done.conditions)
+            if done.statuses and self.on_stock is not None:
+                try:
+                    self.on_stock(done.statuses)
+                except Exception:
+                    log.exception("inventory: cannot hand on the changed bins' stock")
             if done.error is not None:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -238,7 +248,9 @@ class ShelfConsumer:
                     log.warning("inventory: shelf counts written again (%d changes had waited)", len(changes))
                 self._failing_logged = self._drop_logged = False
                 try:
-                    done.conditions += self.stock(applied.changed, self.clock())
+                    statuses, conditions = self.stock.of(applied.changed, self.clock())
+                    done.conditions += conditions
+                    done.statuses = statuses
                 except Exception:
                     log.exception("inventory: cannot compute the stock conditions (next change tries again)")
         if done.error is not None:

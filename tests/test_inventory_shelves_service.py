@@ -74,6 +74,9 @@ def test_simulated_shelves_drive_the_ledger_and_a_drift_raises_recalibrate(mosqu
             sim.inject("shelf-gloves", "take", {"count": 30})
             await wait_until(lambda: ledger.on_hand(item, room) == 170, 20, "30 gloves taken")
             assert ledger.history(item, room)[0].why == "consumption"
+            # the new count goes to the live updates at once (a stock event), not at the review
+            await wait_until(lambda: service.state.stock_published.get((item, room), ("", 0))[1] == 170, 5,
+                             "the stock event of the take")  # fmt: skip
             assert stock() is None  # 170: above the reorder point (150)
 
             # below the reorder point: the stock alert, with its text; the pick list's refill
