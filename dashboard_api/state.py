@@ -3,6 +3,7 @@ readings, alerts, and where history lives. Written only by the service's event l
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from collectors.health import DeviceHealth
     from inventory.status import BinStatus
 
+
+STOCK_VIEW_TTL_S = 5.0  # the longest a supply room's status is served from its cache
 
 class SimulatorControl(Protocol):
     """Fault injection into the simulated devices running in this process (``eqmon demo`` hands
@@ -81,9 +84,11 @@ class MonitorState:
     # the device and alert lists' encoded pages (viewcache.py): dropped by the hooks below
     views: ViewCache = field(default_factory=ViewCache)
     # the supply rooms' encoded status (routers/inventory.py): dropped by every stock change the
-    # service hears of (the API's, at once: service.py on_stock_changed; the review's stock
-    # events), at most its ttl (1 s) behind on the shelves' counts
-    stock_views: ViewCache = field(default_factory=ViewCache)
+    # service hears of (the API's at once: service.py on_stock_changed; a smart shelf's new count:
+    # _shelf_stock; the review's stock events), kept at most STOCK_VIEW_TTL_S (a change made by
+    # another process, `eqmon inventory …`, shows by then or at its bin's next review)
+    stock_views: ViewCache = field(default_factory=lambda: ViewCache(ttl=STOCK_VIEW_TTL_S))
+    stock_building: dict[Any, asyncio.Future[bytes]] = field(default_factory=dict)  # pages being built
     stock_published: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
 
     # -- live updates: what the service calls when something changed ---------------------------

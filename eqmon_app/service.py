@@ -50,6 +50,9 @@ from .shelves import ShelfConsumer, StockConditions, has_shelf_bins
 log = logging.getLogger("eqmon")
 
 STOCK_REVIEW_S = 60.0  # every bin's stock condition is reviewed this often (and on each shelf change)
+# ... a slice of the bins each second (by location id), not all at once: 10,000 bins take ~0.3 s
+# of CPU, which in one go held up the API's requests by as much (bench/api_load.py)
+STOCK_SLICES = int(STOCK_REVIEW_S)
 
 
 class _Server(uvicorn.Server):
@@ -230,7 +233,8 @@ class Service:
         # The API's stock changes are followed by their bins' conditions at once (on_stock_changed).
         self.stock_conditions = StockConditions(self.db, site.site.timezone)
         self.stock_review = self.stock_conditions if site.inventory is not None else None
-        self._last_stock_review = 0.0
+        self._stock_slice = 0  # the next slice of the bins the housekeeping reviews
+        self._stock_swept = False  # a whole review done (slices 0 to n-1, or one call without part)
         self._stock_reviews = 0
         self.shelves: ShelfConsumer | None = None
         if has_shelf_bins(self.db):
@@ -443,8 +447,9 @@ class Service:
                 oldest_age=self.spool.oldest_age(now),
             )
             self.links.check_links(now, self._link_facts())
-            if self.stock_review is not None and now - self._last_stock_review >= STOCK_REVIEW_S:
-                await self._review_stock(now)
+            if self.stock_review is not None:
+                await self._review_stock(now, (self._stock_slice % STOCK_SLICES, STOCK_SLICES))
+                self._stock_slice += 1
             interval = self.site.telemetry.self_metrics_interval
             if interval > 0 and now - self._last_self_metrics >= interval:
                 try:
@@ -452,18 +457,21 @@ class Service:
                 except SpoolFull:
                     pass  # counted by the spool; the next interval tries again
 
-    async def _review_stock(self, now: float) -> None:
+    async def _review_stock(self, now: float, part: tuple[int, int] | None = None) -> None:
         """Every bin's stock condition to the engine (read in a worker thread, applied here on
-        the loop): raised, updated (the predicted stock-out nears) or resolved (a receipt)."""
-        self._last_stock_review = now
+        the loop): raised, updated (the predicted stock-out nears) or resolved (a receipt). With
+        ``part`` (k, n): the bins of slice k of n only (housekeeping walks the n slices, one a
+        second). The reviews until a first whole one only learn the bins (no stock events)."""
         assert self.stock_review is not None
-        first = self._stock_reviews == 0
+        first = not self._stock_swept
         try:
-            statuses, conditions = await asyncio.to_thread(self.stock_review.review, now)
+            statuses, conditions = await asyncio.to_thread(self.stock_review.review, now, part)
         except Exception:  # the database is away: the next review tries again
             log.exception("inventory: cannot review the stock levels; trying again in %g s", STOCK_REVIEW_S)
             return
         self._stock_reviews += 1
+        if part is None or part[0] == part[1] - 1:
+            self._stock_swept = True
         for c in conditions:
             self.engine.on_condition(c.subject, c.key, c.active, c.text, severity=c.severity, ts=now)
         # live updates: the bins whose level or count changed since the last review (the first

@@ -75,11 +75,12 @@ class StockConditions:
         with `eqmon inventory` changes a bin no shelf weighs)."""
         return self.review(now)[1]
 
-    def review(self, now: float) -> tuple[list[BinStatus], list[Condition]]:
-        """Every counted bin's status (for the live updates) and the conditions of every_bin."""
+    def review(self, now: float, part: tuple[int, int] | None = None) -> tuple[list[BinStatus], list[Condition]]:
+        """Every counted bin's status (for the live updates) and the conditions of every_bin;
+        ``part`` ``(k, n)``: only the bins of slice ``k`` of ``n`` (by location id)."""
         with self.db.connect() as conn:  # bins never counted: their stock is unknown, not 0
             known = set(conn.execute(select(inventory_on_hand.c.item_id, inventory_on_hand.c.location_id)).tuples())
-        statuses = [st for st in bin_statuses(self.db, now=now) if (st.item_id, st.location_id) in known]
+        statuses = [st for st in bin_statuses(self.db, now=now, part=part) if (st.item_id, st.location_id) in known]
         return statuses, [
             Condition(c.subject, c.key, c.active, c.text, Severity(c.severity))
             for c in stock_conditions(statuses, now=now, tz=self.tz)

@@ -146,12 +146,18 @@ def place(conn: Connection, location_id: int) -> Place:
     return Place(location_id, chain[0][1], chain[0][2], None, None, PATH_SEP.join(reversed(names)))
 
 
-def bin_statuses(engine: Engine, *, now: float, location_id: int | None = None) -> list[BinStatus]:
+def bin_statuses(
+    engine: Engine, *, now: float, location_id: int | None = None, part: tuple[int, int] | None = None
+) -> list[BinStatus]:
     """The status of every bin under ``location_id`` in the location tree (itself included; a
-    supply room: all its shelves and bins), or of all bins; by path, then item name.
-    ``InventoryError`` for an unknown location."""
+    supply room: all its shelves and bins), or of all bins; by path, then item name. ``part``
+    ``(k, n)``: of all bins, only those whose location id is ``k`` modulo ``n`` (one of ``n``
+    slices). ``InventoryError`` for an unknown location."""
     with engine.connect() as conn:
-        if location_id is None:
+        if location_id is None and part is not None:
+            k, n = part
+            rows = conn.execute(_ALL.where((inventory_bins.c.location_id % n) == k)).tuples().all()
+        elif location_id is None:
             rows = conn.execute(_ALL).tuples().all()
         else:
             rows = rows_under(conn, place(conn, location_id))

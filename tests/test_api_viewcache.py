@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from dashboard_api.viewcache import ViewCache
 from eqmon.domain import Quality, Reading, Severity
@@ -51,3 +52,34 @@ def test_the_cache_is_bounded_and_dropped_whole_on_a_change() -> None:
     cache.put("x", b"x")
     now[0] = 5.0
     assert cache.get("x") is None
+
+
+def test_requests_for_a_room_being_built_wait_for_that_one_build(tmp_path: Path, monkeypatch: Any) -> None:
+    import asyncio
+
+    from dashboard_api.routers import inventory as routes
+
+    calls: list[int] = []
+    build = routes._room_status
+
+    def slow_build(*args: Any) -> bytes:
+        calls.append(args[1])
+        time.sleep(0.3)  # long enough for the other requests to arrive while it runs
+        return build(*args)
+
+    monkeypatch.setattr(routes, "_room_status", slow_build)
+    with api_on_built_service(tmp_path) as api:
+        room = api.get("/api/v1/inventory/locations?kind=room").json()["items"][0]["id"]
+
+        async def together(url: str, n: int) -> list[Any]:
+            return await asyncio.gather(*(api.client.get(url) for _ in range(n)))
+
+        answers = api.run(together(f"/api/v1/inventory/rooms/{room}/status", 6))
+        assert [r.status_code for r in answers] == [200] * 6
+        assert len({r.content for r in answers}) == 1
+        assert calls == [room]  # one build for six requests
+        # a location that is not a room: the error reaches every waiter, and nothing is kept
+        calls.clear()
+        answers = api.run(together("/api/v1/inventory/rooms/999999/status", 3))
+        assert [r.status_code for r in answers] == [404] * 3 and calls == [999999]
+        assert api.service.state.stock_building == {}

@@ -15,6 +15,7 @@ Every stock change is written by ``inventory.ledger.Ledger`` with the logged-in 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
@@ -397,16 +398,31 @@ async def room_status(
 ) -> Response:
     """One supply room: each of its bins (its shelves' and bins' included) against par, with days
     of supply, by path then item name; and how many bins are at each level. An answer is kept
-    for up to a second (`generated_at` says when it was made) and dropped at once by every stock
-    change made through the API and every stock event; a smart shelf's new count shows within
-    that second."""
+    for up to 5 s (`generated_at` says when it was made) and dropped at once by every stock
+    change made through the API, every smart shelf's new count and every stock event; a change
+    made by another process (`eqmon inventory`) shows within those 5 s."""
     views = state.stock_views  # on the loop (viewcache.py); the page is built in a worker thread
     key = ("room", location_id, limit, cursor or "")
     body = views.get(key)
     if body is None:
-        generation = views.generation
-        body = await run_in_threadpool(_room_status, state, location_id, limit, cursor)
-        views.put(key, body, generation)  # not kept if stock changed meanwhile
+        # one build per page at a time: the requests for a page being built wait for it (without
+        # it, each would build its own in a thread of its own, all holding the GIL at once)
+        building = state.stock_building.get(key)
+        if building is not None:
+            return Response(await asyncio.shield(building), media_type="application/json")
+        building = asyncio.get_running_loop().create_future()
+        state.stock_building[key] = building
+        try:
+            generation = views.generation
+            body = await run_in_threadpool(_room_status, state, location_id, limit, cursor)
+            views.put(key, body, generation)  # not kept if stock changed meanwhile
+            building.set_result(body)
+        except BaseException as exc:
+            building.set_exception(exc)
+            building.exception()  # retrieved: nobody may be waiting
+            raise
+        finally:
+            del state.stock_building[key]
     return Response(body, media_type="application/json")
 
 
