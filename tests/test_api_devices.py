@@ -80,7 +80,11 @@ def test_dashboard_marks_stale_values_with_text_not_only_colour(tmp_path: Path) 
     with api_on_built_service(tmp_path) as api:
         r = api.get("/")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-        page = r.text
-    assert 'r.quality === "stale"' in page
-    assert "(stale · ${ago(r.age_s)})" in page  # the label, beside the greyed value
-    assert ".stale-value { color:" in page
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert '<script type="module" src="/static/js/app.js">' in r.text
+        ui = api.get("/static/js/ui.js")
+        css = api.get("/static/css/app.css")
+    assert ui.status_code == 200 and "javascript" in ui.headers["content-type"]
+    assert 'r.quality === "stale"' in ui.text
+    assert "(stale · ${ago(r.age_s)})" in ui.text  # the label, beside the greyed value
+    assert ".stale-value { color:" in css.text
