@@ -162,17 +162,27 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_engine(args: argparse.Namespace) -> Engine | None:
+    """The state database of ``--config`` (its `database:`) or of ``--data-dir`` (SQLite);
+    None, after one line on stderr, when the site file names a password variable not set."""
+    from eqmon import db
+
+    cfg = _load(args.config).database if args.config else Database()
+    try:
+        return db.open_engine(cfg, Path(args.data_dir))
+    except ValueError as exc:  # password_env not set
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     """``eqmon db upgrade``: migrate the state database to this eqmon's schema (what ``run`` does
     at start-up). ``eqmon db current``: its revision. Exit 2 for a schema newer than this eqmon,
     1 when the database cannot be reached."""
     from eqmon import db
 
-    cfg = _load(args.config).database if args.config else Database()
-    try:
-        engine = db.open_engine(cfg, Path(args.data_dir))
-    except ValueError as exc:  # password_env not set
-        print(f"{args.config}: {exc}", file=sys.stderr)
+    engine = _state_engine(args)
+    if engine is None:
         return 2
     try:
         name = db.redacted(engine)
@@ -208,11 +218,8 @@ def cmd_user(args: argparse.Namespace) -> int:
     from eqmon import db
     from eqmon.db.repos import AuditLog, UserExists, UserRepo
 
-    cfg = _load(args.config).database if args.config else Database()
-    try:
-        engine = db.open_engine(cfg, Path(args.data_dir))
-    except ValueError as exc:  # password_env not set
-        print(f"{args.config}: {exc}", file=sys.stderr)
+    engine = _state_engine(args)
+    if engine is None:
         return 2
     try:
         db.upgrade(engine)

@@ -125,6 +125,10 @@ async def get_alert(
     return {**state.alert_view(alert), "events": alert_history(state, alert.id)}
 
 
+def _audit(state: Any, action: str, alert: Any, note: str, who: Principal) -> None:
+    state.audit(action, f"alert:{alert.id}", {"note": note, "rule_id": alert.rule_id, "device_id": alert.device_id}, who.name)
+
+
 @router.post("/{alert_id}/resolve", response_model=AlertOut, responses={**NOT_FOUND, **BODY_ERRORS})
 async def resolve(
     body: ResolveRequest,
@@ -137,12 +141,7 @@ async def resolve(
     alert = state.engine.resolve(alert_id, who.name, state.clock(), body.note)
     if alert is None:
         raise HTTPException(404, f"no open alert {show(alert_id)!r}")
-    state.audit(
-        "alert.resolve",
-        f"alert:{alert.id}",
-        {"note": body.note, "rule_id": alert.rule_id, "device_id": alert.device_id},
-        who.name,
-    )
+    _audit(state, "alert.resolve", alert, body.note, who)
     return state.alert_view(alert)
 
 
@@ -158,10 +157,5 @@ async def acknowledge(
     alert = state.engine.acknowledge(alert_id, who.name, state.clock(), body.note)
     if alert is None:
         raise HTTPException(404, f"no open alert {show(alert_id)!r}")
-    state.audit(
-        "alert.acknowledge",
-        f"alert:{alert.id}",
-        {"note": body.note, "rule_id": alert.rule_id, "device_id": alert.device_id},
-        who.name,
-    )
+    _audit(state, "alert.acknowledge", alert, body.note, who)
     return state.alert_view(alert)
