@@ -27,14 +27,33 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy import Engine, text
 
 from alerts.links import BROKER_GRACE
 
 if TYPE_CHECKING:
-    from .service import Service
+    from collectors.registry import Collector
+    from collectors.sinks import SinkRunner
+    from collectors.spool import Spool
+    from eqmon.config import Site
+
+
+class Checked(Protocol):
+    """What the checks read of the service (eqmon_app/service.py ``Service``, which makes them):
+    named here rather than imported, so that the service and its checks import one way."""
+
+    site: Site
+    db: Engine
+    clock: Callable[[], float]
+    collectors: list[Collector]
+    sinks: list[SinkRunner]
+    spool: Spool
+    @property
+    def mqtt(self) -> Any: ...  # the MQTT collector (connected, disconnected_since, connects), or None
+    collecting: bool
+    stopping: bool
 
 State = Literal["ok", "degraded", "down"]
 
@@ -115,7 +134,7 @@ class Readiness:
 
     def __init__(
         self,
-        service: Service,
+        service: Checked,
         *,
         broker_grace: float = BROKER_GRACE,
         db_timeout: float = DB_TIMEOUT_S,
