@@ -2843,11 +2843,12 @@ class CsvIssue:
         """``FILE: line N, column NAME (C): MESSAGE``."""
         col = ""
         if self.column is not None:
-            col = f", column {self.column}" + (f" ({_column_letter(self.position)})" if self.position is not None else "")
+            col = f", column {self.column}" + (f" ({column_letter(self.position)})" if self.position is not None else "")
         return f"{file}: line {self.line}{col}: {_clip(self.message, MAX_ISSUE_CHARS)}"
 
 
-def _column_letter(i: int) -> str:
+def column_letter(i: int) -> str:
+    """A spreadsheet's name of the 0-based column ``i``: A … Z, AA …"""
     out = ""
     i += 1
     while i:

@@ -25,7 +25,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from eqmon.config import INVENTORY_CSV_KINDS
+from eqmon.config import INVENTORY_CSV_KINDS, column_letter
 from inventory import picklist, queries
 from inventory.catalog import LocationKind
 from inventory.csvio import CsvImportError, ImportResult, export_csv, import_csv
@@ -659,7 +659,7 @@ def _import(state: Any, kind: CsvKind, text: str, dry_run: bool, who: Principal)
         n = len(exc.issues)
         issues = [
             {"line": i.line, "column": None if i.column is None else show(i.column),
-             "column_letter": None if i.position is None else _letter(i.position), "message": show(i.message, MESSAGE_MAX)}
+             "column_letter": None if i.position is None else column_letter(i.position), "message": show(i.message, MESSAGE_MAX)}
             for i in exc.issues[:MAX_ISSUES]
         ]  # fmt: skip
         first = exc.issues[0]
@@ -675,15 +675,6 @@ def _import(state: Any, kind: CsvKind, text: str, dry_run: bool, who: Principal)
         state.audit("inventory.import", f"csv:{kind}", {"rows": result.rows, "added": len(added), "changed": len(changed),
                                                        "dry_run": False}, who.name)  # fmt: skip
     return result
-
-
-def _letter(i: int) -> str:
-    out = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        out = chr(65 + r) + out
-    return out
 
 
 def _import_out(kind: CsvKind, r: ImportResult) -> dict[str, Any]:
